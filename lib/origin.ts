@@ -1,0 +1,143 @@
+/**
+ * Origin matching. The raw `Origin` header is parsed strictly by hand: WHATWG `URL` would
+ * percent-decode, apply IDNA, rewrite numeric IPs and accept user-info, each of which would
+ * let an attacker make a hostile origin look like an allowed one. Here nothing is trimmed,
+ * decoded or converted; only the scheme and host are lower-cased and default ports dropped.
+ */
+
+export type OriginEntry = string | RegExp
+export type OriginMatcher = (origin: string) => boolean
+
+// scheme "://" host [":" port], nothing else: no user-info, path, query or fragment.
+// The host is a dot-separated list of non-empty labels, or a bracketed IPv6 literal.
+const ORIGIN_RE = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])(?::([1-9][0-9]{0,4}))?$/
+// An allow-list wildcard entry: the `*` is the whole first label.
+const WILDCARD_RE = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/\*\.([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)(?::([1-9][0-9]{0,4}))?$/
+const DEFAULT_PORTS: Record<string, string> = { http: '80', https: '443' }
+// Longer than any origin a browser sends; bounds the work done on a hostile header.
+export const MAX_ORIGIN_LENGTH = 2048
+
+function normalise (scheme: string, host: string, port: string | undefined): string | null {
+  if (port !== undefined && Number(port) > 65535) return null
+  const lowerScheme = scheme.toLowerCase()
+  const lowerHost = host.toLowerCase()
+  return port === undefined || DEFAULT_PORTS[lowerScheme] === port
+    ? `${lowerScheme}://${lowerHost}`
+    : `${lowerScheme}://${lowerHost}:${port}`
+}
+
+/** The normalised form of a serialised origin, or `null` when it can never match. */
+export function normaliseOrigin (origin: string): string | null {
+  if (origin.length > MAX_ORIGIN_LENGTH) return null
+  const m = ORIGIN_RE.exec(origin)
+  return m === null ? null : normalise(m[1] as string, m[2] as string, m[3])
+}
+
+function isAnchored (source: string): boolean {
+  if (!source.startsWith('^') || !source.endsWith('$')) return false
+  // A `$` preceded by an odd number of backslashes is a literal dollar sign.
+  let backslashes = 0
+  for (let i = source.length - 2; i >= 0 && source[i] === '\\'; i--) backslashes++
+  if (backslashes % 2 === 1) return false
+  // `^a|b$` looks anchored but its alternatives are not: refuse a top-level `|`.
+  let depth = 0
+  let inClass = false
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]
+    if (c === '\\') { i++; continue }
+    if (inClass) { if (c === ']') inClass = false; continue }
+    if (c === '[') inClass = true
+    else if (c === '(') depth++
+    else if (c === ')') depth--
+    else if (c === '|' && depth === 0) return false
+  }
+  return true
+}
+
+function compileRegExp (re: RegExp): RegExp {
+  if (!isAnchored(re.source)) {
+    throw new TypeError(`origins: RegExp ${String(re)} must be anchored at both ends (^...$) and have no top-level |`)
+  }
+  if (re.multiline) {
+    throw new TypeError(`origins: RegExp ${String(re)} must not use the m flag (^ and $ would match at line breaks)`)
+  }
+  // A private copy without g/y: a stateful lastIndex would make matches depend on earlier requests.
+  return new RegExp(re.source, re.flags.replace(/[gy]/g, ''))
+}
+
+interface CompiledOrigins {
+  exact: Set<string>
+  wildcards: Array<{ prefix: string, suffix: string }>
+  patterns: RegExp[]
+}
+
+function compileEntry (entry: unknown, into: CompiledOrigins): void {
+  if (entry instanceof RegExp) {
+    into.patterns.push(compileRegExp(entry))
+    return
+  }
+  if (typeof entry !== 'string') {
+    throw new TypeError(`origins: each entry must be a string or a RegExp, got ${typeof entry}`)
+  }
+  if (entry === '*') {
+    throw new TypeError("origins: '*' would allow every site to connect; list the allowed origins")
+  }
+  // A lone trailing slash is what people copy from the address bar; ignore it.
+  const text = entry.endsWith('/') && !entry.endsWith('//') ? entry.slice(0, -1) : entry
+  const wildcard = WILDCARD_RE.exec(text)
+  if (wildcard !== null) {
+    const domain = wildcard[2] as string
+    if (!domain.includes('.') && domain.toLowerCase() !== 'localhost') {
+      throw new TypeError(`origins: wildcard ${JSON.stringify(entry)} covers a whole top-level domain`)
+    }
+    const normalised = normalise(wildcard[1] as string, domain, wildcard[3])
+    if (normalised === null) throw new TypeError(`origins: invalid port in ${JSON.stringify(entry)}`)
+    const schemeEnd = normalised.indexOf('://') + 3
+    into.wildcards.push({
+      prefix: normalised.slice(0, schemeEnd),
+      // ".example.com" or ".example.com:8443": the dot forces a whole-label boundary
+      suffix: '.' + normalised.slice(schemeEnd)
+    })
+    return
+  }
+  const normalised = normaliseOrigin(text)
+  if (normalised === null) {
+    throw new TypeError(`origins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port], no path) nor a wildcard (scheme://*.domain[:port])`)
+  }
+  into.exact.add(normalised)
+}
+
+/**
+ * Compiles an allow-list once, at registration. The returned matcher takes the raw
+ * `Origin` header value and does no allocation beyond normalising it.
+ */
+export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): OriginMatcher {
+  if (typeof origins === 'function') {
+    throw new TypeError('origins: createOriginMatcher takes strings and RegExps; pass a function as the plugin option instead')
+  }
+  const list = Array.isArray(origins) ? origins : [origins]
+  if (list.length === 0) {
+    throw new TypeError('origins: an empty list would refuse every connection')
+  }
+  const compiled: CompiledOrigins = { exact: new Set(), wildcards: [], patterns: [] }
+  for (const entry of list) compileEntry(entry, compiled)
+  const { exact, wildcards, patterns } = compiled
+
+  return function matchOrigin (origin: string): boolean {
+    if (typeof origin !== 'string') return false
+    const normalised = normaliseOrigin(origin)
+    if (normalised === null) return false
+    if (exact.has(normalised)) return true
+    for (const { prefix, suffix } of wildcards) {
+      // at least one label before the suffix: "https://" + "a" + ".example.com"
+      if (normalised.length > prefix.length + suffix.length &&
+          normalised.startsWith(prefix) && normalised.endsWith(suffix)) {
+        return true
+      }
+    }
+    for (const re of patterns) {
+      if (re.test(normalised)) return true
+    }
+    return false
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * One-time tokens: how they are made, how a client presents one at the upgrade, and how a
+ * presented token is matched against the tokens issued to a session. Only SHA-256 hashes of
+ * tokens are kept anywhere (session, server-side store), so a leaked session store leaks no
+ * usable token.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import {
+  NoWebsocketTokenPresented,
+  NoWebsocketTokenStored,
+  WebsocketTokenExpired,
+  WebsocketTokenMismatch
+} from './errors'
+
+/** A token as kept server-side: never the token itself. */
+export interface StoredToken {
+  /** SHA-256 of the token, base64url */
+  hash: string
+  /** epoch milliseconds after which the token is refused */
+  expiresAt: number
+  /** the request path the token is bound to, or `null` for any guarded route */
+  path: string | null
+}
+
+/** What a store says about a presented token. Only `'consumed'` removes anything. */
+export type ConsumeOutcome = 'consumed' | 'none-stored' | 'mismatch' | 'wrong-path' | 'expired'
+
+export const TOKEN_BYTES = 32
+/** 32 bytes in base64url without padding */
+export const TOKEN_LENGTH = 43
+/**
+ * Longest presented value that is hashed at all. Tokens issued here are 43 characters; the
+ * margin admits tokens a seed-style application stored itself. Anything longer is refused
+ * without work proportional to its length.
+ */
+export const MAX_PRESENTED_LENGTH = 256
+/** query parameters and subprotocol entries looked at before giving up (fail closed) */
+export const MAX_QUERY_PARAMS = 256
+export const MAX_PROTOCOL_ENTRIES = 32
+
+export function generateToken (): string {
+  return randomBytes(TOKEN_BYTES).toString('base64url')
+}
+
+export function hashToken (token: string): string {
+  return createHash('sha256').update(token).digest('base64url')
+}
+
+function sameHash (a: string, b: string): boolean {
+  const left = Buffer.from(a, 'base64url')
+  const right = Buffer.from(b, 'base64url')
+  return left.length === right.length && timingSafeEqual(left, right)
+}
+
+/**
+ * The record for a presented token, by the rules of API.md: a token is accepted only when it
+ * was issued, has not expired and is bound to no path or to this one. Every record is
+ * compared, in constant time, so the time taken does not tell which one matched.
+ */
+export function findToken (records: readonly StoredToken[], hash: string, path: string, now: number): { outcome: ConsumeOutcome, index: number } {
+  if (records.length === 0) return { outcome: 'none-stored', index: -1 }
+  let index = -1
+  for (let i = 0; i < records.length; i++) {
+    if (sameHash((records[i] as StoredToken).hash, hash)) index = i
+  }
+  if (index === -1) return { outcome: 'mismatch', index }
+  const record = records[index] as StoredToken
+  if (record.expiresAt <= now) return { outcome: 'expired', index }
+  if (record.path !== null && record.path !== path) return { outcome: 'wrong-path', index }
+  return { outcome: 'consumed', index }
+}
+
+/** Records after issuing `record`: expired ones dropped, then the oldest beyond `maxTokens`. */
+export function addToken (records: readonly StoredToken[], record: StoredToken, maxTokens: number, now: number): StoredToken[] {
+  const live = records.filter((r) => r.expiresAt > now)
+  live.push(record)
+  return live.length > maxTokens ? live.slice(live.length - maxTokens) : live
+}
+
+/** Throws the security error that an outcome other than `'consumed'` stands for. */
+export function assertConsumed (outcome: ConsumeOutcome): void {
+  switch (outcome) {
+    case 'consumed': return
+    case 'none-stored': throw new NoWebsocketTokenStored()
+    case 'expired': throw new WebsocketTokenExpired()
+    case 'wrong-path': throw new WebsocketTokenMismatch('Presented websocket token is bound to another path')
+    default: throw new WebsocketTokenMismatch()
+  }
+}
+
+/** A token as presented at an upgrade. */
+export interface PresentedToken {
+  token: string
+  /** the `Sec-WebSocket-Protocol` value without the token entry, when it came that way */
+  protocols: string | undefined
+  viaProtocol: boolean
+}
+
+function checkPresentedValue (value: string | undefined): string {
+  if (value === undefined || value === '') {
+    throw new NoWebsocketTokenPresented()
+  }
+  if (value.length > MAX_PRESENTED_LENGTH) {
+    throw new WebsocketTokenMismatch('Presented websocket token is too long')
+  }
+  return value
+}
+
+/** The one value of `param` in a request target, `undefined` when absent; throws when repeated. */
+export function queryToken (url: string, param: string): string | undefined {
+  const queryStart = url.indexOf('?')
+  if (queryStart === -1) return undefined
+  let found: string | undefined
+  let count = 0
+  let start = queryStart + 1
+  for (let seen = 0; start <= url.length; seen++) {
+    if (seen === MAX_QUERY_PARAMS) {
+      throw new NoWebsocketTokenPresented('Too many query parameters')
+    }
+    let end = url.indexOf('&', start)
+    if (end === -1) end = url.length
+    const eq = url.indexOf('=', start)
+    const keyEnd = eq === -1 || eq > end ? end : eq
+    if (keyEnd - start === param.length && url.startsWith(param, start)) {
+      if (++count > 1) throw new NoWebsocketTokenPresented('More than one websocket token presented')
+      found = keyEnd === end ? '' : url.slice(keyEnd + 1, end)
+    }
+    start = end + 1
+  }
+  return found
+}
+
+/**
+ * The token presented in the query parameter or as a `${protocol}.${token}` subprotocol
+ * entry: exactly one, non-empty, in one place. Anything else is `NoWebsocketTokenPresented`.
+ */
+export function presentedToken (url: string, protocolHeader: string | undefined, param: string, protocolPrefix: string): PresentedToken {
+  const fromQuery = queryToken(url, param)
+  if (protocolHeader === undefined || protocolHeader.indexOf(protocolPrefix) === -1) {
+    return { token: checkPresentedValue(fromQuery), protocols: protocolHeader, viaProtocol: false }
+  }
+  const entries = protocolHeader.split(',', MAX_PROTOCOL_ENTRIES + 1)
+  if (entries.length > MAX_PROTOCOL_ENTRIES) {
+    throw new NoWebsocketTokenPresented('Too many subprotocol entries')
+  }
+  let fromProtocol: string | undefined
+  const rest: string[] = []
+  for (const raw of entries) {
+    const entry = raw.trim()
+    if (entry.startsWith(protocolPrefix)) {
+      if (fromProtocol !== undefined || fromQuery !== undefined) {
+        throw new NoWebsocketTokenPresented('More than one websocket token presented')
+      }
+      fromProtocol = entry.slice(protocolPrefix.length)
+    } else if (entry !== '') {
+      rest.push(entry)
+    }
+  }
+  if (fromProtocol === undefined) {
+    return { token: checkPresentedValue(fromQuery), protocols: protocolHeader, viaProtocol: false }
+  }
+  return {
+    token: checkPresentedValue(fromProtocol),
+    protocols: rest.length === 0 ? undefined : rest.join(', '),
+    viaProtocol: true
+  }
+}
+
+/** The request path of a request target: everything before the query. */
+export function pathOf (url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
+/**
+ * Where tokens live when they do not live in the session: the guard keeps a random id in the
+ * session and the store keeps that id's tokens. Implement it to put tokens elsewhere; both
+ * calls must be atomic, since several processes may consume the same token at once.
+ */
+export interface TokenStore {
+  /** Adds `token` to `id`'s tokens, dropping expired ones and the oldest beyond `maxTokens`. */
+  issue (id: string, token: StoredToken, maxTokens: number): Promise<void>
+  /**
+   * Looks up the token whose hash is `hash` for `id` and, only when the outcome is
+   * `'consumed'` (see `findToken`), removes it, atomically.
+   */
+  consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome>
+  /** Called when the Fastify instance closes. */
+  close? (): Promise<void> | void
+}

@@ -1,0 +1,18 @@
+/**
+ * Fastify type augmentation: the route option `guard` and `request.websocketGuard`.
+ * Loaded by the package's entry point, so importing the plugin is enough.
+ */
+import type { GuardRouteOptions, WebsocketGuardResult } from '../lib/options'
+
+declare module 'fastify' {
+  interface RouteShorthandOptions {
+    /** Check `Origin` and consume a one-time token before the upgrade (fastify-websocket-guard). */
+    guard?: boolean | GuardRouteOptions
+  }
+  interface FastifyRequest {
+    /** `null` on unguarded routes; the checks' result on a guarded route that passed. */
+    websocketGuard: WebsocketGuardResult | null
+  }
+}
+
+export {}
