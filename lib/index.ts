@@ -254,4 +254,5 @@ export {
 export { createOriginMatcher, type OriginEntry, type OriginMatcher } from './origin'
 export { consumeWebsocketToken, issueWebsocketToken, type IssueOptions, type SessionLike } from './stores/session'
 export { memoryTokenStore, type MemoryTokenStore, type MemoryTokenStoreOptions } from './stores/memory'
+export { redisTokenStore, type RedisTokenStoreOptions, type RedisClientLike } from './stores/redis'
 export type { TokenStore, StoredToken, ConsumeOutcome } from './tokens'
