@@ -28,7 +28,8 @@ function normalise (scheme: string, host: string, port: string | undefined): str
 
 /** The normalised form of a serialised origin, or `null` when it can never match. */
 export function normaliseOrigin (origin: string): string | null {
-  if (origin.length > MAX_ORIGIN_LENGTH) return null
+  // exec() would stringify a non-string, and an object's toString can say anything
+  if (typeof origin !== 'string' || origin.length > MAX_ORIGIN_LENGTH) return null
   const m = ORIGIN_RE.exec(origin)
   return m === null ? null : normalise(m[1] as string, m[2] as string, m[3])
 }
@@ -124,7 +125,6 @@ export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): Orig
   const { exact, wildcards, patterns } = compiled
 
   return function matchOrigin (origin: string): boolean {
-    if (typeof origin !== 'string') return false
     const normalised = normaliseOrigin(origin)
     if (normalised === null) return false
     if (exact.has(normalised)) return true

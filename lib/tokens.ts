@@ -113,13 +113,16 @@ export function queryToken (url: string, param: string): string | undefined {
   let found: string | undefined
   let count = 0
   let start = queryStart + 1
+  // the first '=' at or after `start`: searched again only once passed, so a long query of
+  // parameters without '=' is scanned once, not once per parameter
+  let eq = url.indexOf('=', start)
   for (let seen = 0; start <= url.length; seen++) {
     if (seen === MAX_QUERY_PARAMS) {
       throw new NoWebsocketTokenPresented('Too many query parameters')
     }
     let end = url.indexOf('&', start)
     if (end === -1) end = url.length
-    const eq = url.indexOf('=', start)
+    if (eq !== -1 && eq < start) eq = url.indexOf('=', start)
     const keyEnd = eq === -1 || eq > end ? end : eq
     if (keyEnd - start === param.length && url.startsWith(param, start)) {
       if (++count > 1) throw new NoWebsocketTokenPresented('More than one websocket token presented')

@@ -16,10 +16,13 @@ export interface MemoryTokenStore extends TokenStore {
   close (): void
 }
 
+const MAX_TIMER_DELAY = 2 ** 31 - 1
+
 export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): MemoryTokenStore {
   const { sweepInterval = 30_000 } = options
-  if (typeof sweepInterval !== 'number' || !(sweepInterval > 0) || !Number.isFinite(sweepInterval)) {
-    throw new TypeError('sweepInterval must be a positive number of milliseconds')
+  // setInterval turns anything above 2^31 - 1 ms into 1 ms: a sweep per millisecond
+  if (typeof sweepInterval !== 'number' || !(sweepInterval > 0) || !(sweepInterval <= MAX_TIMER_DELAY)) {
+    throw new TypeError(`sweepInterval must be a positive number of milliseconds, at most ${MAX_TIMER_DELAY}`)
   }
   const tokens = new Map<string, StoredToken[]>()
 

@@ -4,9 +4,14 @@
  */
 import { generateToken, hashToken, addToken, findToken, assertConsumed, presentedToken, pathOf, type StoredToken, MAX_PRESENTED_LENGTH } from '../tokens'
 import { NoWebsocketTokenStored, WebsocketTokenMismatch } from '../errors'
+import { checkIssueOptions } from '../options'
 
-/** A @fastify/session or @fastify/secure-session session, or a plain object. */
-export type SessionLike = { get?: (key: string) => unknown, set?: (key: string, value: unknown) => void } | Record<string, unknown>
+/**
+ * A @fastify/session or @fastify/secure-session session, or a plain object. Method syntax on
+ * purpose: their `get`/`set` take `keyof SessionData`, which only a method's (bivariant)
+ * parameters accept, so `request.session` type-checks as it is.
+ */
+export type SessionLike = { get? (key: string): unknown, set? (key: string, value: unknown): void } | Record<string, unknown>
 
 export function readSession (session: SessionLike, key: string): unknown {
   return typeof session.get === 'function' ? session.get(key) : (session as Record<string, unknown>)[key]
@@ -24,8 +29,9 @@ export function writeSession (session: SessionLike, key: string, value: unknown)
 
 function isStoredToken (value: unknown): value is StoredToken {
   const r = value as StoredToken
+  // a NaN expiry would never compare as expired: anything but a finite number fails closed
   return typeof r === 'object' && r !== null && typeof r.hash === 'string' &&
-    typeof r.expiresAt === 'number' && (r.path === null || typeof r.path === 'string')
+    Number.isFinite(r.expiresAt) && (r.path === null || typeof r.path === 'string')
 }
 
 /**
@@ -34,7 +40,9 @@ function isStoredToken (value: unknown): value is StoredToken {
  */
 export function sessionTokens (value: unknown): StoredToken[] {
   if (typeof value === 'string' && value !== '' && value.length <= MAX_PRESENTED_LENGTH) {
-    return [{ hash: hashToken(value), expiresAt: Number.POSITIVE_INFINITY, path: null }]
+    // "never" as a finite number: Infinity would become null in a JSON session store, and
+    // issuing a token next to a seed token would then silently drop the seed token
+    return [{ hash: hashToken(value), expiresAt: Number.MAX_SAFE_INTEGER, path: null }]
   }
   return Array.isArray(value) ? value.filter(isStoredToken) : []
 }
@@ -129,7 +137,8 @@ export function consumeInSession (session: SessionLike, sessionKey: string, toke
  */
 export function consumeWebsocketToken (path: string, session: SessionLike, sessionKey = 'websocket_token'): string {
   if (typeof path !== 'string') throw new TypeError('path must be a string')
-  if (session === null || typeof session !== 'object') throw new TypeError('session must be an object')
+  checkSession(session)
+  checkSessionKey(sessionKey)
   const { token } = presentedToken(path, undefined, 'token', '')
   consumeInSession(session, sessionKey, token, pathOf(path))
   return token
@@ -137,7 +146,23 @@ export function consumeWebsocketToken (path: string, session: SessionLike, sessi
 
 /** Stores a new token in the session and returns it. */
 export function issueWebsocketToken (session: SessionLike, options: IssueOptions = {}): string {
-  if (session === null || typeof session !== 'object') throw new TypeError('session must be an object')
+  checkSession(session)
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+  // a NaN TTL would make a token that never expires, a maxTokens of 0 one that is never kept
+  checkIssueOptions(options as Record<string, unknown>)
   const { sessionKey = 'websocket_token', tokenTTL = 60_000, maxTokens = 8, path = null } = options
+  checkSessionKey(sessionKey)
+  if (path !== null && (typeof path !== 'string' || !path.startsWith('/') || /[?#]/.test(path))) {
+    // a path with a query could never equal a request's path: the token would be unusable
+    throw new TypeError(`path must be null or a request path starting with / and without a query, got ${JSON.stringify(path)}`)
+  }
   return issueInSession(session, sessionKey, tokenTTL, maxTokens, path).token
+}
+
+function checkSession (session: unknown): void {
+  if (session === null || typeof session !== 'object') throw new TypeError('session must be an object')
+}
+
+function checkSessionKey (sessionKey: unknown): void {
+  if (typeof sessionKey !== 'string' || sessionKey === '') throw new TypeError('sessionKey must be a non-empty string')
 }
