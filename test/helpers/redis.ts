@@ -8,9 +8,16 @@ import { accessSync, constants } from 'node:fs'
 import { connect as connectSocket, createServer } from 'node:net'
 import { delimiter, join } from 'node:path'
 import type { Test } from 'tap'
+import Fastify, { type FastifyInstance } from 'fastify'
+import cookie from '@fastify/cookie'
+import session from '@fastify/session'
+import secureSession from '@fastify/secure-session'
+import websocket from '@fastify/websocket'
+import { RedisStore } from 'connect-redis'
 import { createClient } from 'redis'
 import IORedis from 'ioredis'
-import type { RedisClientLike } from '../../lib/index'
+import websocketGuard, { type FastifyWebsocketGuardOptions, type RedisClientLike, type TokenStore } from '../../lib/index'
+import { SECRET } from './app'
 
 function onPath (name: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
@@ -199,5 +206,82 @@ export async function monitor (t: Test, port: number): Promise<{ seen: Array<{ a
       await done
       waiter = null
     }
+  }
+}
+
+/** What a browser on the app's page sends as `Origin`, whichever instance it reaches. */
+export const APP_ORIGIN = 'http://app.test'
+/** 32 bytes shared by every instance's @fastify/secure-session, as in a real deployment */
+export const SECURE_SESSION_KEY = Buffer.alloc(32, 'k')
+
+export interface InstanceOptions {
+  /** @fastify/session with connect-redis on this URL, or @fastify/secure-session */
+  sessions: { redisUrl: string } | 'secure-session'
+  store: TokenStore
+  guard?: FastifyWebsocketGuardOptions
+}
+
+export interface Instance {
+  app: FastifyInstance
+  base: string
+  /** one entry per socket that opened */
+  opened: unknown[]
+  /** Fastify's log lines at level error and above */
+  errors: Array<Record<string, unknown>>
+}
+
+/**
+ * One app instance as deployed behind a load balancer: sessions shared through Redis
+ * (connect-redis on its own node-redis client) or in the cookie (secure-session), and the
+ * given token store. Guarded routes `/chat` and `/other`; allowed origin `APP_ORIGIN`.
+ */
+export async function buildInstance (t: Test, options: InstanceOptions): Promise<Instance> {
+  const errors: Instance['errors'] = []
+  const app = Fastify({
+    logger: { level: 'error', stream: { write (line: string) { errors.push(JSON.parse(line)) } } }
+  })
+  t.teardown(() => app.close())
+  await app.register(cookie)
+  if (options.sessions === 'secure-session') {
+    await app.register(secureSession, { key: SECURE_SESSION_KEY, cookie: { path: '/', secure: false } })
+  } else {
+    const sessionClient = createClient({ url: options.sessions.redisUrl })
+    sessionClient.on('error', () => {})
+    await sessionClient.connect()
+    t.teardown(() => { sessionClient.destroy() })
+    await app.register(session, {
+      secret: SECRET,
+      cookie: { secure: false },
+      store: new RedisStore({ client: sessionClient, prefix: 'sess:' })
+    })
+  }
+  await app.register(websocket)
+  await app.register(websocketGuard, {
+    origins: [APP_ORIGIN],
+    sessionPlugin: options.sessions === 'secure-session' ? '@fastify/secure-session' : '@fastify/session',
+    store: options.store,
+    ...options.guard
+  })
+  const opened: unknown[] = []
+  for (const url of ['/chat', '/other']) {
+    app.get(url, { websocket: true, guard: true }, (socket, request) => {
+      opened.push(request.websocketGuard)
+      socket.send('hello')
+    })
+  }
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  return { app, base: `http://127.0.0.1:${port}`, opened, errors }
+}
+
+/** Waits until `check` holds, polling; fails the test after `limit` ms rather than hang. */
+export async function eventually (t: Test, what: string, check: () => Promise<boolean>, limit = 15_000): Promise<void> {
+  const end = Date.now() + limit
+  while (!(await check())) {
+    if (Date.now() > end) {
+      t.fail(`${what}: still not true after ${limit} ms`)
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }
