@@ -9,9 +9,10 @@ import { checkIssueOptions } from '../options'
 /**
  * A @fastify/session or @fastify/secure-session session, or a plain object. Method syntax on
  * purpose: their `get`/`set` take `keyof SessionData`, which only a method's (bivariant)
- * parameters accept, so `request.session` type-checks as it is.
+ * parameters accept, so `request.session` type-checks as it is. `any` values so that an object
+ * typed by an interface (which has no index signature) is accepted too.
  */
-export type SessionLike = { get? (key: string): unknown, set? (key: string, value: unknown): void } | Record<string, unknown>
+export type SessionLike = { get? (key: string): unknown, set? (key: string, value: unknown): void } | Record<string, any>
 
 export function readSession (session: SessionLike, key: string): unknown {
   return typeof session.get === 'function' ? session.get(key) : (session as Record<string, unknown>)[key]
