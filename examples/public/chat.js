@@ -36,19 +36,21 @@ async function connect (transport = 'protocol') {
   return opened
 }
 
-/** Keeps one socket open: on close, waits a little longer each time, then connects again. */
+/** Keeps one socket open: on close, waits a little (longer each time it fails), connects again. */
 async function keepConnected () {
-  for (let attempt = 0; ; attempt++) {
+  let delay = 500
+  for (;;) {
     try {
       socket = await connect()
-      attempt = -1
+      delay = 500
       setStatus('connected', 'connected')
       await new Promise((resolve) => socket.addEventListener('close', resolve, { once: true }))
       setStatus('disconnected', 'disconnected, reconnecting…')
     } catch (err) {
       setStatus('disconnected', `not connected (${err.code ?? err.name}), retrying…`)
     }
-    await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, 500 * 2 ** attempt)))
+    await new Promise((resolve) => setTimeout(resolve, delay))
+    delay = Math.min(delay * 2, 30_000)
   }
 }
 

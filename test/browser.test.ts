@@ -1,0 +1,584 @@
+/**
+ * The demo that `npm start` runs, in real headless Chromium: the chat page connects through
+ * fastify-websocket-guard/client, and the attacker's page on another origin (same host,
+ * another port: the browser sends it the chat's session cookie) tries to hijack the socket.
+ * Every refusal is checked where it happens, in the server's `onReject`, so a test cannot pass
+ * because the browser, rather than the guard, stopped something.
+ */
+import t, { type Test } from 'tap'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { dirname, join } from 'node:path'
+import type { Browser, BrowserContext, Page } from 'playwright-core'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { WebSocket as ServerSocket } from 'ws'
+import { builtPackage, chromiumAvailable, launchChromium } from './helpers/browser'
+
+interface Demo {
+  chat: FastifyInstance
+  attacker: FastifyInstance
+  chatUrl: string
+  attackerUrl: string
+  close (): Promise<void>
+}
+interface Connect {
+  url: string
+  protocol: string
+  websocketGuard: { origin: string | null, token: string | null }
+  name: string
+  socket: ServerSocket
+}
+interface DemoOptions {
+  guard?: Record<string, unknown>
+  onReject?: (error: Error & { code: string }, request: FastifyRequest) => void
+  onConnect?: (connect: Connect) => void
+}
+// examples/app.js is plain CommonJS, as users run it
+const { startDemo } = require('../examples/app.js') as { startDemo: (options: DemoOptions) => Promise<Demo> }
+
+interface Rejection {
+  code: string
+  route: string | undefined
+  url: string
+  origin: string | undefined
+  cookie: string | undefined
+  sessionId: string | undefined
+}
+
+interface Setup {
+  demo: Demo
+  context: BrowserContext
+  rejections: Rejection[]
+  connects: Connect[]
+  /** every console message of every page, to check that none shows a token */
+  consoleLines: string[]
+  /** `name=value` of the chat's session cookie, once a page of the chat has set it */
+  sessionCookie (): Promise<string>
+  /** the chat page, connected */
+  openChat (): Promise<Page>
+  /** the attacker's page; `manual`: attempts run only when the test calls them */
+  openAttacker (manual?: boolean): Promise<Page>
+  /** a blank document on the chat's origin (no socket of its own), to call the client from */
+  openChatOrigin (): Promise<Page>
+}
+
+// The functions given to page.evaluate run in Chromium. The project compiles without the DOM
+// lib, so these declare the little of the page that they use.
+interface PageSocket {
+  readonly protocol: string
+  readonly url: string
+  readonly readyState: number
+  send (data: string): void
+  close (): void
+  addEventListener (type: 'message', listener: (event: { data: string }) => void): void
+}
+interface AttemptResult { outcome: 'refused' | 'opened' | 'skipped', detail: string }
+interface PageWindow {
+  /** examples/public/chat.js */
+  demo: {
+    connect (transport?: 'protocol' | 'query'): Promise<PageSocket>
+    leakToken (): Promise<string>
+    useLeakedToken (): Promise<boolean>
+    socket: PageSocket | null
+  }
+  /** examples/attacker/attacker.js */
+  attack: {
+    plainSocket (): Promise<AttemptResult>
+    readToken (): Promise<AttemptResult>
+    leakedInQuery (token: string): Promise<AttemptResult>
+    leakedInProtocol (token: string): Promise<AttemptResult>
+    unguarded (): Promise<AttemptResult>
+    leakedToken (): Promise<string | null>
+    done: Promise<Record<string, AttemptResult>>
+  }
+  /** dist/client.js, put there by loadClient() */
+  client?: { openGuardedWebSocket (url: unknown, options?: unknown): Promise<PageSocket> }
+  fetch: typeof fetch
+  WebSocket: any
+}
+declare const window: PageWindow
+declare const document: {
+  getElementById (id: string): { textContent: string | null } | null
+  images: ArrayLike<{ complete: boolean, naturalWidth: number }>
+}
+declare const location: { href: string }
+
+/** Imports the client in the page, as a page's own `<script type="module">` would. */
+async function loadClient (page: Page): Promise<void> {
+  await page.addScriptTag({ type: 'module', content: "import * as client from '/client.js'; window.client = client" })
+  await page.waitForFunction(() => window.client !== undefined)
+}
+
+/** A port nothing listens on. */
+async function closedPort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+const VIEWPORT = { width: 640, height: 720 }
+
+let browser: Browser | undefined
+
+async function setup (t: Test, guard: Record<string, unknown> = {}): Promise<Setup> {
+  const rejections: Rejection[] = []
+  const connects: Connect[] = []
+  const consoleLines: string[] = []
+  const demo = await startDemo({
+    guard,
+    onReject (error, request) {
+      const session = (request as unknown as { session?: { sessionId?: string } }).session
+      rejections.push({
+        code: error.code,
+        route: request.routeOptions.url,
+        url: request.url,
+        origin: request.headers.origin,
+        cookie: request.headers.cookie,
+        sessionId: session?.sessionId
+      })
+    },
+    onConnect (connect) { connects.push(connect) }
+  })
+  const context = await (browser as Browser).newContext({ viewport: VIEWPORT })
+  // the pages first: the chat page reconnects whenever its server goes away
+  t.teardown(async () => {
+    await context.close()
+    await demo.close()
+  })
+
+  async function page (url: string): Promise<Page> {
+    const p = await context.newPage()
+    p.on('console', (message) => { consoleLines.push(message.text()) })
+    p.on('pageerror', (err) => { consoleLines.push(String(err)) })
+    await p.goto(url)
+    return p
+  }
+
+  return {
+    demo,
+    context,
+    rejections,
+    connects,
+    consoleLines,
+    async sessionCookie () {
+      const cookies = await context.cookies(demo.chatUrl)
+      const found = cookies.find((c) => c.name === 'sessionId')
+      if (found === undefined) throw new Error('no session cookie')
+      return `${found.name}=${found.value}`
+    },
+    async openChat () {
+      const p = await page(demo.chatUrl + '/')
+      await p.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
+      return p
+    },
+    async openAttacker (manual = false) {
+      return page(demo.attackerUrl + (manual ? '/?manual' : '/'))
+    },
+    async openChatOrigin () {
+      const p = await page(demo.chatUrl + '/demo.json')
+      await loadClient(p)
+      return p
+    }
+  }
+}
+
+/** The session id inside a signed `sessionId=<id>.<signature>` cookie. */
+function sessionIdOf (cookie: string): string {
+  return decodeURIComponent(cookie.slice(cookie.indexOf('=') + 1)).split('.')[0] as string
+}
+
+if (chromiumAvailable(t) && builtPackage(t)) {
+  t.before(async () => {
+    browser = await launchChromium()
+  })
+  t.teardown(async () => { await browser?.close() })
+
+  t.test('the chat page connects through the client with the subprotocol transport', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    t.equal(s.connects.length, 1, 'the page opened one socket')
+    const first = s.connects[0] as Connect
+    t.equal(first.url, '/chat', 'no token in the URL')
+    t.equal(first.protocol, 'websocket-guard', 'the server selected the bare protocol, not the token entry')
+    t.equal(first.websocketGuard.origin, s.demo.chatUrl)
+    t.match(first.websocketGuard.token, /^[A-Za-z0-9_-]{43}$/)
+
+    const opened = await chat.evaluate(async () => {
+      const socket = await window.demo.connect('protocol')
+      return { protocol: socket.protocol, url: socket.url, readyState: socket.readyState }
+    })
+    t.same(opened, { protocol: 'websocket-guard', url: s.demo.chatUrl.replace('http', 'ws') + '/chat', readyState: 1 })
+
+    // the user's own protocols are offered too; ws's default selects the first offered one
+    await loadClient(chat)
+    const withOwn = await chat.evaluate(async () => {
+      const socket = await window.client!.openGuardedWebSocket('/chat', { protocols: ['chat.v1'] })
+      return socket.protocol
+    })
+    t.equal(withOwn, 'websocket-guard')
+    t.equal(s.connects.length, 3)
+    t.equal(new Set(s.connects.map((c) => c.websocketGuard.token)).size, 3, 'a fresh token for each socket')
+    t.same(s.rejections, [], 'nothing refused')
+    const tokens = s.connects.map((c) => c.websocketGuard.token as string)
+    t.notOk(s.consoleLines.some((line) => tokens.some((token) => line.includes(token))), 'no token in the console')
+  })
+
+  t.test('the chat page connects through the client with the query transport', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    const opened = await chat.evaluate(async () => {
+      const socket = await window.demo.connect('query')
+      return { protocol: socket.protocol, readyState: socket.readyState }
+    })
+    t.same(opened, { protocol: '', readyState: 1 }, 'no subprotocol offered, none selected')
+    const last = s.connects[s.connects.length - 1] as Connect
+    t.equal(last.url, '/chat?token=' + last.websocketGuard.token, 'the token came in the query')
+    t.equal(s.connects.length, 2)
+    t.same(s.rejections, [])
+  })
+
+  t.test('several connections from one session at once all open', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    const count = 6
+    const results = await chat.evaluate(async (count) => {
+      const settled = await Promise.allSettled(Array.from({ length: count }, (_, i) => window.demo.connect(i % 2 === 0 ? 'protocol' : 'query')))
+      const sockets = settled.flatMap((r) => r.status === 'fulfilled' ? [r.value] : [])
+      // each open socket hears a message one of them sends: they are all really open
+      const heard = sockets.map((socket) => new Promise<boolean>((resolve) => {
+        socket.addEventListener('message', (event) => { if (JSON.parse(event.data).text === 'all here') resolve(true) })
+      }))
+      sockets[0]?.send('all here')
+      await Promise.all(heard)
+      return settled.map((r) => r.status === 'fulfilled' ? 'open' : (r.reason as { code?: string }).code)
+    }, count)
+    t.same(results, Array(count).fill('open'))
+    t.equal(s.connects.length, 1 + count, 'the server opened every one')
+    t.equal(new Set(s.connects.map((c) => c.name)).size, 1, 'all in one session')
+    t.equal(new Set(s.connects.map((c) => c.websocketGuard.token)).size, 1 + count, 'each with its own token')
+    t.same(s.rejections, [])
+  })
+
+  t.test('the chat reconnects with a fresh token when its socket closes', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    const first = s.connects[0] as Connect
+    first.socket.close(1012, 'restart')
+    await chat.waitForFunction(() => document.getElementById('status')?.textContent !== 'connected')
+    await chat.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
+    t.equal(s.connects.length, 2, 'connected again')
+    t.not((s.connects[1] as Connect).websocketGuard.token, first.websocketGuard.token, 'with a new token')
+    t.same(s.rejections, [])
+  })
+
+  t.test('the attacker\'s plain socket, with the victim\'s cookie, is refused by the server', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    const cookie = await s.sessionCookie()
+    const attacker = await s.openAttacker(true)
+
+    const plain = await attacker.evaluate(() => window.attack.plainSocket())
+    t.equal(plain.outcome, 'refused')
+    t.equal(s.rejections.length, 1, 'the server refused it')
+    const rejection = s.rejections[0] as Rejection
+    t.equal(rejection.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+    t.equal(rejection.route, '/chat')
+    t.equal(rejection.origin, s.demo.attackerUrl, 'the browser set the attacker\'s Origin')
+    t.ok(rejection.cookie?.includes(cookie), 'the browser sent the victim\'s session cookie with it')
+    t.equal(rejection.sessionId, sessionIdOf(cookie), 'so the server saw the victim\'s session')
+
+    // the control: without the guard, the very same socket opens as the victim
+    const control = await attacker.evaluate(() => window.attack.unguarded())
+    t.equal(control.outcome, 'opened', 'the browser itself does not stop a cross-origin socket')
+    const name = await chat.evaluate(() => document.getElementById('who')?.textContent)
+    t.equal('as ' + /for (guest-[0-9a-f]+)/.exec(control.detail)?.[1], name, 'it opened as the victim')
+    t.equal(s.connects.length, 1, 'the attacker opened no chat socket')
+    t.equal(await chat.evaluate(() => window.demo.socket?.readyState), 1, 'the chat is still connected')
+  })
+
+  t.test('the attacker cannot read a token from the token route', async (t) => {
+    const s = await setup(t)
+    await s.openChat()
+    const cookie = await s.sessionCookie()
+    const attacker = await s.openAttacker(true)
+
+    const read = await attacker.evaluate(() => window.attack.readToken())
+    t.equal(read.outcome, 'refused')
+    t.match(read.detail, /^TypeError/, 'the fetch failed in the page')
+    t.equal(s.rejections.length, 1, 'the server refused to issue a token, not only CORS')
+    const rejection = s.rejections[0] as Rejection
+    t.equal(rejection.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+    t.equal(rejection.route, '/websocket-token')
+    t.equal(rejection.origin, s.demo.attackerUrl)
+    t.ok(rejection.cookie?.includes(cookie), 'with the victim\'s cookie')
+
+    // A no-cors fetch sends neither Origin nor a readable answer back: whatever the server
+    // does with it, the page gets an opaque response and no token.
+    const opaque = await attacker.evaluate(async (chatUrl) => {
+      const res = await fetch(chatUrl + '/websocket-token?path=/chat', { mode: 'no-cors', credentials: 'include' })
+      return { type: res.type, status: res.status, body: await res.text() }
+    }, s.demo.chatUrl)
+    t.same(opaque, { type: 'opaque', status: 0, body: '' }, 'nothing readable')
+    t.equal(s.connects.length, 1)
+  })
+
+  t.test('a leaked token is refused to the attacker, in the query and as a subprotocol, and still works once for the victim', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    const cookie = await s.sessionCookie()
+    const token = await chat.evaluate(() => window.demo.leakToken())
+    const attacker = await s.openAttacker(true)
+    t.equal(await attacker.evaluate(() => window.attack.leakedToken()), token, 'the attacker has the token')
+
+    const inQuery = await attacker.evaluate((token) => window.attack.leakedInQuery(token), token)
+    t.equal(inQuery.outcome, 'refused')
+    const inProtocol = await attacker.evaluate((token) => window.attack.leakedInProtocol(token), token)
+    t.equal(inProtocol.outcome, 'refused')
+
+    t.equal(s.rejections.length, 2, 'the server refused both')
+    const [query, protocol] = s.rejections as [Rejection, Rejection]
+    t.equal(query.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+    t.equal(query.url, '/chat?token=' + token, 'the query attempt carried the token')
+    t.equal(protocol.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+    t.equal(protocol.url, '/chat')
+    for (const r of s.rejections) {
+      t.equal(r.origin, s.demo.attackerUrl)
+      t.ok(r.cookie?.includes(cookie), 'with the victim\'s cookie')
+    }
+
+    // refused at the origin check, the token was never looked at: it is still there
+    t.equal(await chat.evaluate(() => window.demo.useLeakedToken()), true, 'the victim can still use it')
+    const used = s.connects[s.connects.length - 1] as Connect
+    t.equal(used.websocketGuard.token, token)
+    t.equal(await chat.evaluate(() => window.demo.useLeakedToken()), false, 'but only once')
+    t.equal(s.rejections.length, 3)
+    t.equal((s.rejections[2] as Rejection).code, 'WS_GUARD_NO_TOKEN_STORED')
+    t.equal((s.rejections[2] as Rejection).origin, s.demo.chatUrl)
+    t.equal(await chat.evaluate(() => window.demo.socket?.readyState), 1, 'the chat is still connected')
+  })
+
+  t.test('the demo: the attacker page shows every attempt refused, the chat stays connected', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    await chat.evaluate(() => window.demo.leakToken())
+    const attacker = await s.openAttacker()
+    const results = await attacker.evaluate(() => window.attack.done)
+    t.same(Object.fromEntries(Object.entries(results).map(([key, r]) => [key, r.outcome])), {
+      plainSocket: 'refused',
+      readToken: 'refused',
+      leakedInQuery: 'refused',
+      leakedInProtocol: 'refused',
+      unguarded: 'opened'
+    })
+    t.same(await attacker.locator('td.result').evaluateAll((cells) => cells.map((c) => c.firstChild?.textContent)),
+      ['refused', 'refused', 'refused', 'refused', 'hijacked (no guard)'], 'the page shows it')
+    t.same(s.rejections.map((r) => [r.route, r.code, r.origin]), [
+      ['/chat', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl],
+      ['/websocket-token', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl],
+      ['/chat', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl],
+      ['/chat', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl]
+    ], 'each one refused by the server')
+
+    // the victim is still connected and can still chat
+    await chat.bringToFront()
+    t.equal(await chat.locator('#status').textContent(), 'connected')
+    await chat.fill('#text', 'Still here after the attack.')
+    await chat.press('#text', 'Enter')
+    await chat.locator('#messages li', { hasText: 'Still here after the attack.' }).waitFor()
+    t.equal(await chat.evaluate(() => window.demo.useLeakedToken()), true, 'the leaked token still works once for the victim')
+    await chat.locator('#leak-log li', { hasText: 'opened a socket for me' }).waitFor()
+
+    // One picture of both pages, side by side, made by Chromium from the two screenshots.
+    const shots = await Promise.all([chat, attacker].map(async (p) => (await p.screenshot()).toString('base64')))
+    const composite = await s.context.newPage()
+    await composite.setViewportSize({ width: VIEWPORT.width * 2 + 12, height: VIEWPORT.height })
+    await composite.setContent(`<body style="margin:0;display:flex;gap:12px;background:#444">${shots
+      .map((b64) => `<img src="data:image/png;base64,${b64}" width="${VIEWPORT.width}" height="${VIEWPORT.height}">`).join('')}</body>`)
+    await composite.waitForFunction(() => Array.from(document.images).every((img) => img.complete && img.naturalWidth > 0))
+    const png = await composite.screenshot()
+    t.same([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG')
+    t.equal(png.readUInt32BE(16), VIEWPORT.width * 2 + 12, 'both pages side by side')
+    // docs/demo.png is committed: it is rewritten only on request, so a test run leaves the tree clean
+    const target = process.env.UPDATE_SCREENSHOT === '1'
+      ? join(__dirname, '..', 'docs', 'demo.png')
+      : join(t.testdir(), 'demo.png')
+    mkdirSync(dirname(target), { recursive: true })
+    writeFileSync(target, png)
+    t.comment(`screenshot: ${target}`)
+  })
+
+  t.test('the client rejects with clear errors that never contain the token', async (t) => {
+    const s = await setup(t)
+    const page = await s.openChatOrigin()
+    const port = await closedPort()
+    const outcomes = await page.evaluate(async (port) => {
+      const { openGuardedWebSocket } = window.client!
+      // remember every token the token route hands out, to look for it in the errors
+      const tokens: string[] = []
+      const realFetch = window.fetch
+      window.fetch = async (...args: Parameters<typeof fetch>) => {
+        const res = await realFetch(...args)
+        const body = await res.clone().json().catch(() => null) as { token?: unknown } | null
+        if (typeof body?.token === 'string') tokens.push(body.token)
+        return res
+      }
+      async function attempt (url: string, options?: object) {
+        try {
+          const socket = await openGuardedWebSocket(url, options)
+          socket.close()
+          return { opened: true }
+        } catch (err) {
+          const e = err as Error & Record<string, unknown>
+          const text = [e.message, String(e), e.stack].join('\n')
+          return {
+            name: e.name,
+            code: e.code,
+            status: e.status,
+            serverCode: e.serverCode,
+            closeCode: e.closeCode,
+            message: e.message,
+            leaksToken: tokens.some((token) => text.includes(token))
+          }
+        }
+      }
+      return {
+        badRequest: await attempt('/chat/' + 'x'.repeat(1100)),
+        notFound: await attempt('/chat', { tokenUrl: '/nowhere' }),
+        noToken: await attempt('/chat', { tokenUrl: '/demo.json' }),
+        unreachable: await attempt('/chat', { tokenUrl: `http://127.0.0.1:${port}/websocket-token` }),
+        wrongProtocolName: await attempt('/chat', { protocol: 'chat-guard' }),
+        wrongQueryParam: await attempt('/chat', { transport: 'query', queryParam: 'ticket' }),
+        tokens
+      }
+    }, port)
+    t.match(outcomes.badRequest, { name: 'GuardedWebSocketError', code: 'WS_GUARD_TOKEN_REQUEST_FAILED', status: 400, serverCode: 'WS_GUARD_BAD_REQUEST', message: /token route refused \(HTTP 400 WS_GUARD_BAD_REQUEST\)/ })
+    t.match(outcomes.notFound, { code: 'WS_GUARD_TOKEN_REQUEST_FAILED', status: 404, serverCode: undefined, message: /\(HTTP 404\)$/ })
+    t.match(outcomes.noToken, { code: 'WS_GUARD_TOKEN_REQUEST_FAILED', status: 200, message: /answered no token/ })
+    t.match(outcomes.unreachable, { code: 'WS_GUARD_TOKEN_REQUEST_FAILED', status: undefined, message: /could not be reached/ })
+    const where = s.demo.chatUrl.replace('http', 'ws') + '/chat'
+    t.match(outcomes.wrongProtocolName, { code: 'WS_GUARD_UPGRADE_FAILED', closeCode: 1006, message: `openGuardedWebSocket: the WebSocket to ${where} did not open (the server refused the upgrade or could not be reached)`, leaksToken: false })
+    t.match(outcomes.wrongQueryParam, { code: 'WS_GUARD_UPGRADE_FAILED', closeCode: 1006, leaksToken: false })
+    t.equal(outcomes.tokens.length, 2, 'the two upgrades got tokens')
+    t.same(s.rejections.map((r) => [r.route, r.code]), [
+      ['/chat', 'WS_GUARD_NO_TOKEN_PRESENTED'],
+      ['/chat', 'WS_GUARD_NO_TOKEN_PRESENTED']
+    ], 'the server refused both upgrades: no token where it looks')
+    t.equal(s.connects.length, 0)
+
+    const [inProtocol, inQuery] = outcomes.tokens as [string, string]
+    // Chromium's console names a failed socket's URL, not its protocols
+    t.notOk(s.consoleLines.some((line) => line.includes(inProtocol)), 'a token in a subprotocol stays out of the console')
+    t.comment(`Chromium's console shows a failed socket's URL with its query token: ${s.consoleLines.some((line) => line.includes(inQuery))}`)
+
+    // a refused upgrade consumed nothing: the token still opens a socket, once
+    const reused = await page.evaluate((token) => new Promise<boolean>((resolve) => {
+      const socket = new window.WebSocket(location.href.replace(/^http/, 'ws').replace('/demo.json', '/chat'), ['websocket-guard', 'websocket-guard.' + token])
+      socket.onopen = () => { socket.close(); resolve(true) }
+      socket.onerror = () => resolve(false)
+    }), inProtocol)
+    t.equal(reused, true, 'the token of the refused upgrade still works')
+    t.equal(s.connects.length, 1)
+  })
+
+  t.test('the client checks its arguments before any request', async (t) => {
+    const s = await setup(t)
+    const page = await s.openChatOrigin()
+    const codes = await page.evaluate(async () => {
+      const { openGuardedWebSocket } = window.client!
+      const cases: Array<[string, object]> = [
+        ['ftp://example.com/chat', {}],
+        ['http://[bad', {}],
+        ['/chat', { transport: 'header' }],
+        ['/chat', { protocols: ['websocket-guard.abc'] }],
+        ['/chat', { protocols: ['chat', 'chat'] }],
+        ['/chat', { protocols: ['bad name'] }],
+        ['/chat', { protocols: [42] }],
+        ['/chat', { protocols: { length: 0 } }],
+        ['/chat', { protocol: 'bad name' }],
+        ['/chat', { queryParam: 'a b' }],
+        ['/chat', { tokenUrl: 'http://[bad' }]
+      ]
+      const out = []
+      for (const [url, options] of cases) {
+        try {
+          await openGuardedWebSocket(url, options)
+          out.push('opened')
+        } catch (err) {
+          out.push((err as { code: string }).code)
+        }
+      }
+      return out
+    })
+    t.same(codes, Array(11).fill('WS_GUARD_CLIENT_OPTIONS'))
+    t.same(s.rejections, [], 'nothing reached the guard')
+    t.equal(s.connects.length, 0)
+  })
+
+  t.test('the client offers the user\'s protocols and follows a server\'s own protocol name', async (t) => {
+    const s = await setup(t, { protocol: 'chat-guard' })
+    const page = await s.openChatOrigin()
+    const protocols = await page.evaluate(async () => {
+      const { openGuardedWebSocket } = window.client!
+      const a = await openGuardedWebSocket('/chat', { protocol: 'chat-guard' })
+      const b = await openGuardedWebSocket('/chat', { protocol: 'chat-guard', protocols: 'chat.v2' })
+      const c = await openGuardedWebSocket(new URL('/chat', location.href), { protocol: 'chat-guard', protocols: ['chat-guard', 'chat.v2'] })
+      return [a.protocol, b.protocol, c.protocol]
+    })
+    t.same(protocols, ['chat-guard', 'chat-guard', 'chat-guard'])
+    t.equal(s.connects.length, 3)
+    t.same(s.rejections, [])
+  })
+
+  t.test('the client can be aborted, before, during the token request and during the handshake', async (t) => {
+    const s = await setup(t)
+    const page = await s.openChatOrigin()
+    const reasons = await page.evaluate(async () => {
+      const { openGuardedWebSocket } = window.client!
+      const reason = async (promise: Promise<unknown>) => promise.then(() => 'opened', (err: unknown) => err instanceof Error ? err.name : String(err))
+      const before = new AbortController()
+      before.abort('stop before')
+      const duringFetch = new AbortController()
+      const fetching = openGuardedWebSocket('/chat', { signal: duringFetch.signal })
+      duringFetch.abort('stop during fetch')
+      // the token arrives, then the signal aborts before the socket is made
+      const afterFetch = new AbortController()
+      const realFetch = window.fetch
+      window.fetch = async (...args: Parameters<typeof fetch>) => {
+        const res = await realFetch(...args)
+        afterFetch.abort('stop after fetch')
+        return res
+      }
+      const fetched = openGuardedWebSocket('/chat', { signal: afterFetch.signal })
+      const r3 = await reason(fetched)
+      window.fetch = realFetch
+      // the socket is made, then the signal aborts while it connects
+      const duringHandshake = new AbortController()
+      const RealWebSocket = window.WebSocket
+      window.WebSocket = class extends RealWebSocket {
+        constructor (url: unknown, protocols?: unknown) {
+          super(url, protocols)
+          duringHandshake.abort('stop during handshake')
+        }
+      }
+      const handshake = openGuardedWebSocket('/chat', { signal: duringHandshake.signal })
+      const r4 = await reason(handshake)
+      window.WebSocket = RealWebSocket
+      // a signal that never aborts changes nothing
+      const quiet = new AbortController()
+      const socket = await openGuardedWebSocket('/chat', { signal: quiet.signal })
+      quiet.abort('too late')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      return [
+        await reason(openGuardedWebSocket('/chat', { signal: before.signal })),
+        await reason(fetching),
+        r3,
+        r4,
+        socket.readyState
+      ]
+    })
+    t.same(reasons, ['stop before', 'stop during fetch', 'stop after fetch', 'stop during handshake', 1])
+    t.same(s.rejections, [])
+  })
+}
