@@ -30,9 +30,11 @@ writeFileSync(join(dist, 'index.d.ts'), `import plugin from './lib/index'
 export * from './lib/index'
 export default plugin
 `)
-writeFileSync(join(dist, 'index.d.mts'), `import type * as mod from './lib/index.js'
-declare const plugin: typeof mod.default
-export default plugin
+// Seen from an ES module, lib/index.js is CommonJS: its namespace's \`default\` is the whole
+// module.exports, not the plugin, so the plugin's type is taken from its named export.
+// An ES module importing CommonJS sees `default` as the whole module object, so name the plugin
+writeFileSync(join(dist, 'index.d.mts'), `import { fastifyWebsocketGuard } from './lib/index.js'
+export default fastifyWebsocketGuard
 export * from './lib/index.js'
 `)
 console.log(`built dist/ (${names.length} named exports)`)
