@@ -140,6 +140,10 @@ function runner (client: unknown): Runner {
   throw new TypeError('redisTokenStore: client must be a redis (node-redis 4+) or ioredis client')
 }
 
+/**
+ * A `TokenStore` on a `redis` or `ioredis` client, atomic across any number of instances.
+ * Every key it writes expires with the latest of its tokens; nothing scans keys.
+ */
 export function redisTokenStore (options: RedisTokenStoreOptions): TokenStore {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError('redisTokenStore: options must be an object with a client')
