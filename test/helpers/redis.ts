@@ -70,12 +70,20 @@ export interface RedisServer {
   resume (): void
 }
 
+// servers still running when this process exits (a test that timed out, a crash): killed then
+const running = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL')
+})
+
 function launch (port: number): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(REDIS_SERVER as string, [
       '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--protected-mode', 'no', '--loglevel', 'notice', '--logfile', ''
     ], { stdio: ['ignore', 'pipe', 'pipe'] })
+    running.add(child)
+    child.once('exit', () => { running.delete(child) })
     let output = ''
     const onData = (chunk: Buffer): void => {
       output += chunk.toString()
