@@ -88,6 +88,17 @@ const SESSION_PLUGINS = new Set(['@fastify/session', '@fastify/secure-session'])
 const PROTOCOL_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 // unreserved URL characters: the parameter is matched in the raw query, undecoded
 const QUERY_PARAM_RE = /^[A-Za-z0-9._~-]+$/
+// a route path: no query, fragment or whitespace
+const TOKEN_ROUTE_RE = /^\/[^?#\s]*$/
+// setTimeout fires at once for a longer delay, which would fail every store call
+const MAX_TIMEOUT = 2_147_483_647
+// Names the session object uses itself. @fastify/session keeps data as own properties of its
+// Session, next to `cookie` and its methods, and @fastify/secure-session keeps `__ts`: a key
+// that shadows one breaks the session (`save`: never saved, so a spent token would come back).
+const RESERVED_SESSION_KEYS = new Set([
+  'cookie', 'get', 'set', 'save', 'destroy', 'reload', 'regenerate', 'touch', 'options',
+  'isModified', 'isSaved', 'sessionId', 'encryptedSessionId', '__ts'
+])
 
 function fail (option: string, message: string): never {
   throw new TypeError(`fastify-websocket-guard: option ${option} ${message}`)
@@ -100,12 +111,13 @@ function boolean (options: Record<string, unknown>, name: string, fallback: bool
   return value
 }
 
-function positive (options: Record<string, unknown>, name: string, fallback: number, integer: boolean): number {
+function positive (options: Record<string, unknown>, name: string, fallback: number, integer: boolean, max = Number.MAX_SAFE_INTEGER): number {
   const value = options[name]
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
     fail(name, `must be a positive ${integer ? 'integer' : 'number'}, got ${String(value)}`)
   }
+  if (value > max) fail(name, `must be at most ${max}, got ${String(value)}`)
   return value
 }
 
@@ -134,11 +146,11 @@ function isTokenStore (value: unknown): value is TokenStore {
 
 export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined): ResolvedOptions {
   const options = (input ?? {}) as Record<string, unknown>
-  if (typeof options !== 'object') fail('', 'options must be an object')
+  if (typeof options !== 'object') throw new TypeError('fastify-websocket-guard: options must be an object')
 
   const tokenRoute = options.tokenRoute === undefined ? '/websocket-token' : options.tokenRoute
-  if (tokenRoute !== false && (typeof tokenRoute !== 'string' || !tokenRoute.startsWith('/'))) {
-    fail('tokenRoute', `must be a path starting with / or false, got ${JSON.stringify(tokenRoute)}`)
+  if (tokenRoute !== false && (typeof tokenRoute !== 'string' || !TOKEN_ROUTE_RE.test(tokenRoute))) {
+    fail('tokenRoute', `must be a path starting with / (no query) or false, got ${JSON.stringify(tokenRoute)}`)
   }
   const sessionPlugin = options.sessionPlugin ?? '@fastify/session'
   if (!SESSION_PLUGINS.has(sessionPlugin as string)) {
@@ -153,20 +165,24 @@ export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined)
     fail('store', 'must be a TokenStore (an object with issue and consume methods)')
   }
   const protocol = string(options, 'protocol', 'websocket-guard', PROTOCOL_RE, 'a subprotocol name (RFC 6455 token characters)')
+  const sessionKey = string(options, 'sessionKey', 'websocket_token', /^.{1,128}$/s, 'a non-empty string of at most 128 characters')
+  if (RESERVED_SESSION_KEYS.has(sessionKey) || sessionKey in Object.prototype) {
+    fail('sessionKey', `must not be a name the session object uses itself, got ${JSON.stringify(sessionKey)}`)
+  }
 
   return {
     origins: compileOrigins(options.origins),
     allowMissingOrigin: boolean(options, 'allowMissingOrigin', false),
     tokenRoute: tokenRoute as string | false,
     sessionPlugin: sessionPlugin as SessionPluginName,
-    sessionKey: string(options, 'sessionKey', 'websocket_token', /^.{1,128}$/s, 'a non-empty string'),
+    sessionKey,
     tokenTTL: positive(options, 'tokenTTL', 60_000, false),
     maxTokens: positive(options, 'maxTokens', 8, true),
     queryParam: string(options, 'queryParam', 'token', QUERY_PARAM_RE, 'a query parameter name of unreserved URL characters'),
     protocol,
     protocolPrefix: protocol + '.',
     store: options.store as TokenStore | undefined,
-    storeTimeout: positive(options, 'storeTimeout', 1000, false),
+    storeTimeout: positive(options, 'storeTimeout', 1000, false, MAX_TIMEOUT),
     logLevel: logLevel as LogLevel,
     onReject: options.onReject as ResolvedOptions['onReject'],
     redactLogs: boolean(options, 'redactLogs', true)
