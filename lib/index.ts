@@ -24,6 +24,8 @@ import { memoryTokenStore } from './stores/memory'
 
 /** Where a session's tokens are issued into and consumed from; picked once, at registration. */
 interface TokenBackend {
+  /** whether `consume` saves the session itself (and a 503 from it means the session store failed) */
+  readonly savesSession: boolean
   issue (session: SessionLike, path: string | null): Promise<IssuedToken>
   consume (session: SessionLike, token: string, path: string): Promise<void>
   close (): Promise<void> | void
@@ -36,18 +38,22 @@ async function storeCall<T> (call: Promise<T> | T, timeout: number): Promise<T> 
     timer = setTimeout(reject, timeout, new WebsocketGuardStoreUnavailable(`Websocket token store did not answer within ${timeout} ms`))
   })
   try {
-    return await Promise.race([call, deadline])
-  } catch (err) {
-    throw err instanceof WebsocketGuardStoreUnavailable ? err : new WebsocketGuardStoreUnavailable(undefined, { cause: err })
+    // a catch that always throws, then a finally, leaves V8 an unreachable branch to count
+    return await Promise.race([call, deadline]).catch(storeUnavailable)
   } finally {
     clearTimeout(timer)
   }
+}
+
+function storeUnavailable (err: unknown): never {
+  throw err instanceof WebsocketGuardStoreUnavailable ? err : new WebsocketGuardStoreUnavailable(undefined, { cause: err })
 }
 
 /** Tokens inside the session itself (@fastify/session without a store). */
 function sessionBackend (opts: ResolvedOptions): TokenBackend {
   const spent = new SpentTokens()
   return {
+    savesSession: true,
     async issue (session, path) {
       return issueInSession(session, opts.sessionKey, opts.tokenTTL, opts.maxTokens, path)
     },
@@ -64,6 +70,7 @@ function sessionBackend (opts: ResolvedOptions): TokenBackend {
 /** Tokens in a server-side store, found through a random id kept in the session. */
 function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: boolean): TokenBackend {
   return {
+    savesSession: false,
     async issue (session, path) {
       let id = readSession(session, opts.sessionKey)
       if (typeof id !== 'string') {
@@ -136,7 +143,9 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
     }
     if (error instanceof WebsocketGuardStoreUnavailable) {
       request.log.error({ ...details, err: error.cause }, 'websocket guard failed closed: token store unavailable')
-    } else {
+    } else if (opts.logLevel !== 'silent') {
+      // Fastify's logger when logging is off has no `silent` method: calling it would turn
+      // every refusal into a 500
       request.log[opts.logLevel](details, 'websocket guard refused the request')
     }
     if (opts.onReject !== undefined) {
@@ -181,6 +190,12 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
         }
         request.websocketGuard = { origin, token }
       } catch (err) {
+        if (err instanceof WebsocketGuardStoreUnavailable && backend.savesSession) {
+          // The session store just failed or hung on our save. @fastify/session would try the
+          // same save again in onSend, then answer with the store's own error instead of this
+          // 503, or never answer at all.
+          (request as unknown as { session: unknown }).session = null
+        }
         if (isRefusal(err)) refuse(request, err)
         throw err
       }
@@ -188,7 +203,7 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
   }
 
   fastify.addHook('onRoute', (routeOptions) => {
-    const route = resolveRouteGuard((routeOptions as { guard?: unknown }).guard, routeOptions.url ?? routeOptions.path, opts)
+    const route = resolveRouteGuard((routeOptions as { guard?: unknown }).guard, routeOptions.url, opts)
     if (route === null) return
     const existing = routeOptions.preValidation
     const hook = guardHook(route)
