@@ -5,7 +5,9 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import cookie from '@fastify/cookie'
 import session from '@fastify/session'
+import secureSession from '@fastify/secure-session'
 import websocket from '@fastify/websocket'
+import { request as httpRequest } from 'node:http'
 import WebSocket from 'ws'
 import type { Test } from 'tap'
 import websocketGuard, { type FastifyWebsocketGuardOptions, type GuardRouteOptions } from '../../lib/index'
@@ -15,6 +17,8 @@ export const SECRET = 'a-secret-with-at-least-32-characters-for-tests'
 export interface AppOptions {
   guard?: FastifyWebsocketGuardOptions
   session?: Record<string, unknown>
+  /** use @fastify/secure-session (with these options, merged over a fixed test key) instead of @fastify/session */
+  secureSession?: Record<string, unknown>
   fastify?: FastifyServerOptions
   /** route option `guard` of `/chat`; default `true` */
   route?: boolean | GuardRouteOptions
@@ -42,12 +46,17 @@ export async function buildApp (t: Test, options: AppOptions = {}): Promise<Test
   const rejections: TestApp['rejections'] = []
   const opened: TestApp['opened'] = []
   await app.register(cookie)
-  await app.register(session, { secret: SECRET, cookie: { secure: false }, ...options.session })
+  if (options.secureSession === undefined) {
+    await app.register(session, { secret: SECRET, cookie: { secure: false }, ...options.session })
+  } else {
+    await app.register(secureSession, { key: Buffer.from(SECRET).subarray(0, 32), cookie: { path: '/' }, ...options.secureSession })
+  }
   await app.register(websocket)
   await app.register(websocketGuard, {
     onReject (error, request) {
       rejections.push({ code: error.code, statusCode: error.statusCode, url: request.url })
     },
+    ...(options.secureSession === undefined ? {} : { sessionPlugin: '@fastify/secure-session' }),
     ...options.guard
   })
   app.get('/chat', { websocket: true, guard: options.route ?? true }, (socket, request) => {
@@ -65,10 +74,13 @@ export async function buildApp (t: Test, options: AppOptions = {}): Promise<Test
 /** A browser-like session: keeps the session cookie between requests. */
 export class Client {
   cookie = ''
-  constructor (readonly base: string, readonly origin: string | undefined = base) {}
+  /** path of the token route */
+  tokenPath = '/websocket-token'
+  /** `origin` is sent as the upgrade's Origin header; `null` sends none */
+  constructor (readonly base: string, readonly origin: string | null | undefined = base) {}
 
   async getToken (query = '', headers: Record<string, string> = {}): Promise<{ status: number, body: any, headers: Headers }> {
-    const res = await fetch(`${this.base}/websocket-token${query}`, {
+    const res = await fetch(`${this.base}${this.tokenPath}${query}`, {
       headers: { ...(this.cookie === '' ? {} : { cookie: this.cookie }), ...headers }
     })
     const setCookie = res.headers.getSetCookie()
@@ -87,7 +99,7 @@ export class Client {
     const wsUrl = this.base.replace(/^http/, 'ws') + path
     const headers: Record<string, string> = { ...options.headers }
     if (this.cookie !== '' && options.cookie !== false) headers.cookie = this.cookie
-    const origin = 'origin' in options ? options.origin : this.origin
+    const origin = 'origin' in options ? options.origin : (this.origin ?? undefined)
     return connect(wsUrl, { ...options, headers, origin })
   }
 }
@@ -105,6 +117,8 @@ export interface ConnectResult {
   body: any
   protocol: string | null
   socket: WebSocket | null
+  /** messages received so far (collected from the start, so none is missed) */
+  messages?: string[]
 }
 
 /** Opens a socket and reports whether the upgrade succeeded, or the refusal's status and body. */
@@ -113,8 +127,10 @@ export function connect (url: string, options: ConnectOptions = {}): Promise<Con
     const headers: Record<string, string> = { ...options.headers }
     if (options.origin !== undefined) headers.origin = options.origin
     const ws = new WebSocket(url, options.protocols ?? [], { headers })
+    const messages: string[] = []
+    ws.on('message', (data) => { messages.push(data.toString()) })
     ws.on('open', () => {
-      resolve({ opened: true, status: 101, body: null, protocol: ws.protocol, socket: ws })
+      resolve({ opened: true, status: 101, body: null, protocol: ws.protocol, socket: ws, messages })
     })
     ws.on('unexpected-response', (_req, res) => {
       let data = ''
@@ -138,5 +154,29 @@ export async function close (result: ConnectResult): Promise<void> {
   await new Promise<void>((resolve) => {
     socket.once('close', () => resolve())
     socket.close()
+  })
+}
+
+export interface RawResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: any
+}
+
+/** A plain HTTP request with exactly the given headers (no Origin unless given). */
+export function rawRequest (url: string, options: { method?: string, headers?: Record<string, string> } = {}): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: options.method ?? 'GET', headers: options.headers }, (res) => {
+      let data = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => { data += chunk })
+      res.on('end', () => {
+        let body: any = data === '' ? null : data
+        try { body = data === '' ? null : JSON.parse(data) } catch {}
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body })
+      })
+    })
+    req.on('error', reject)
+    req.end()
   })
 }
