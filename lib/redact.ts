@@ -1,61 +1,129 @@
 /**
- * Keeps tokens out of Fastify's own request log lines. Fastify logs the request URL
- * (`incoming request`) before any hook runs, so the only place to intervene is the child
- * logger each request gets: ours wraps the factory already set and gives the child a `req`
- * serializer that redacts the token parameter from whatever the user's serializer returns.
+ * Keeps tokens out of the logs. Fastify logs a request's URL (`incoming request`) before any
+ * hook runs, and writes it into other lines too: `Route GET:/x?token=… not found` for a
+ * mistyped path, @fastify/websocket's line for an upgrade to a non-websocket route, and at
+ * `trace` the raw bytes of a malformed request. Those lines come from loggers this plugin
+ * never sees created (the 404 handler, routes declared before it, route-level
+ * `childLoggerFactory`s), so redacting per request cannot reach all of them. Every one of them
+ * is written through the root pino logger, though, and pino calls `hooks.streamWrite` on each
+ * finished line: the plugin installs one there that replaces the token's value wherever it
+ * is presented the way the guard or Fastify's query parser would read it.
  */
 import type { FastifyInstance } from 'fastify'
 
 export const REDACTED = '[REDACTED]'
-// pino registers its symbols globally; reading it this way needs no dependency on pino
-const serializersSym = Symbol.for('pino.serializers')
+// pino's public symbol for its hooks; reading it this way needs no dependency on pino
+const hooksSym = Symbol.for('pino.hooks')
 
-/** `url` with every value of `param` replaced; the same string when there is none. */
-export function redactUrl (url: string, param: string): string {
-  const queryStart = url.indexOf('?')
-  if (queryStart === -1) return url
-  let out = url.slice(0, queryStart + 1)
-  let start = queryStart + 1
-  while (start <= url.length) {
-    let end = url.indexOf('&', start)
-    if (end === -1) end = url.length
-    const segment = url.slice(start, end)
-    out += segment === param || segment.startsWith(param + '=') ? `${param}=${REDACTED}` : segment
-    if (end < url.length) out += '&'
-    start = end + 1
+function escapeRegExp (text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+
+/**
+ * `name` as a query string may spell it: Fastify's query parser decodes `%74oken` to
+ * `token`. The guard itself reads only the literal name, but a token sent under another
+ * spelling is still a live token, so every spelling is redacted.
+ */
+function anySpelling (name: string): string {
+  let out = ''
+  for (const c of name) {
+    const hex = c.charCodeAt(0).toString(16).padStart(2, '0').replace(/[a-f]/g, (x) => `[${x}${x.toUpperCase()}]`)
+    out += `(?:${escapeRegExp(c)}|%${hex})`
   }
   return out
 }
 
-type Serializer = (value: any) => any
+export type Redactor = (line: string) => string
 
-function redactingSerializer (base: Serializer | undefined, param: string): Serializer {
-  return function redactedReq (req) {
-    const out = base === undefined ? { method: req.method, url: req.url } : base(req)
-    if (out === null || typeof out !== 'object') return typeof out === 'string' ? redactUrl(out, param) : out
-    const copy: Record<string, unknown> = { ...out }
-    for (const key of Object.keys(copy)) {
-      const value = copy[key]
-      if (typeof value === 'string' && value.includes(param)) copy[key] = redactUrl(value, param)
-    }
-    return copy
+/**
+ * Replaces, in one finished JSON log line, the value of every `?param=`/`&param=` and of
+ * every `${protocolPrefix}…` subprotocol entry. A query value ends where the guard ends it
+ * (`&`) or where the text does (a space in a message, the end of the JSON string): Node
+ * refuses a request target with any whitespace, so a space is never part of one. An entry
+ * ends only at `,` or the end of the string, as the guard reads it. A JSON escape is kept
+ * whole, so the line stays valid JSON. Lines that cannot hold either pass after a substring
+ * search or two, which keeps the cost off the lines of every other request.
+ */
+export function createRedactor (param: string, protocolPrefix: string): Redactor {
+  const name = anySpelling(param)
+  const prefix = escapeRegExp(protocolPrefix)
+  // the capture keeps what precedes the value; an entry must start an item of a list or a
+  // string (after whitespace as `trim` knows it), so that a host such as
+  // `websocket-guard.example.com` in a URL is left alone
+  const query = new RegExp(`([?&]${name}=)(?:[^&" \\\\]|\\\\.)+`, 'g')
+  const protocol = new RegExp(`((?:^|[\\s",:'\\[])${prefix})(?:[^,"\\\\]|\\\\.)+`, 'g')
+  // the same in raw HTTP bytes, where no JSON escaping applies and a line ends at CR LF
+  const rawQuery = new RegExp(`([?&]${name}=)[^& \\r\\n]+`, 'g')
+  const rawProtocol = new RegExp(`((?:^|[\\s,:])${prefix})[^,\\r\\n]+`, 'g')
+  // Node's clientError (logged by Fastify at trace) carries the request's bytes as a JSON array
+  const packet = /"rawPacket":\{"type":"Buffer","data":\[([0-9,]*)\]\}/g
+
+  function redactPacket (match: string, data: string): string {
+    const text = Buffer.from(data === '' ? [] : data.split(',').map(Number)).toString('latin1')
+    const redacted = text.replace(rawQuery, keep).replace(rawProtocol, keep)
+    if (redacted === text) return match
+    return `"rawPacket":{"type":"Buffer","data":[${Buffer.from(redacted, 'latin1').join(',')}]}`
+  }
+
+  return function redactLine (line: string): string {
+    let out = line
+    if (out.includes('=') && (out.includes(param) || out.includes('%'))) out = out.replace(query, keep)
+    if (out.includes(protocolPrefix)) out = out.replace(protocol, keep)
+    // a long needle with a rare first character: the cheapest search of the three
+    if (out.includes('Packet":{"type":"Buffer"')) out = out.replace(packet, redactPacket)
+    return out
   }
 }
 
-export function redactTokenLogs (fastify: FastifyInstance, param: string): void {
-  const previous = fastify.childLoggerFactory
-  const marker = '?' + param
-  const inner = '&' + param
-  fastify.setChildLoggerFactory(function redactingChildLoggerFactory (logger, bindings, options, rawReq) {
-    const url = rawReq.url ?? ''
-    // only requests that can carry a token pay for a serializer of their own
-    if (!url.includes(marker) && !url.includes(inner)) {
-      return previous.call(this, logger, bindings, options, rawReq)
-    }
-    const base: Serializer | undefined = options.serializers?.req ?? (logger as any)[serializersSym]?.req
-    return previous.call(this, logger, bindings, {
-      ...options,
-      serializers: { ...options.serializers, req: redactingSerializer(base, param) }
-    }, rawReq)
-  })
+function keep (_match: string, before: string): string {
+  return before + REDACTED
+}
+
+/**
+ * Installs the redactor as the `streamWrite` hook of Fastify's root logger, ahead of any
+ * `streamWrite` the user configured. Child loggers read the hooks through their prototype,
+ * so request loggers made before or after, by any factory, are covered. The hooks object is
+ * replaced on this logger only, never mutated: a `loggerInstance` the user passed keeps its own.
+ */
+export function redactTokenLogs (fastify: FastifyInstance, param: string, protocolPrefix: string): void {
+  const log = fastify.log as unknown as Record<string | symbol, any>
+  const hooks = log[hooksSym]
+  if (typeof hooks !== 'object' || hooks === null) {
+    if (isNullLogger(log)) return
+    throw new Error('fastify-websocket-guard: option redactLogs needs Fastify\'s pino logger to redact tokens from the logs; set redactLogs: false if your logger redacts them itself')
+  }
+  const redact = createRedactor(param, protocolPrefix)
+  const previous = hooks.streamWrite as ((line: string) => string) | undefined
+  const streamWrite = typeof previous === 'function' ? (line: string) => previous(redact(line)) : redact
+  log[hooksSym] = { ...hooks, streamWrite }
+  assertRedacting(log)
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace']
+
+/** Fastify's logger when logging is off: one no-op for every level, and its own child. */
+function isNullLogger (log: Record<string | symbol, any>): boolean {
+  const noop = log.info
+  return typeof noop === 'function' && noop.name === 'noop' && LEVELS.every((level) => log[level] === noop) && log.child({}) === log
+}
+
+/**
+ * pino before 9.6 ignores `hooks.streamWrite`. Rather than let tokens through, log one line
+ * through a copy of the logger whose hook throws: if the hook is not reached, refuse to start.
+ */
+function assertRedacting (log: Record<string | symbol, any>): void {
+  const level = log.level as string
+  const method = log[level]
+  // at 'silent' nothing is ever written (a later change of level keeps the hook)
+  if (level === 'silent') return
+  const probe = Object.create(log) as Record<string | symbol, any>
+  const reached = new Error('reached')
+  probe[hooksSym] = { ...log[hooksSym], streamWrite () { throw reached } }
+  try {
+    method.call(probe, 'fastify-websocket-guard: checking that log lines can be redacted')
+  } catch (err) {
+    if (err === reached) return
+    throw err
+  }
+  throw new Error('fastify-websocket-guard: option redactLogs needs pino 9.6 or later (hooks.streamWrite); update pino or set redactLogs: false')
 }
