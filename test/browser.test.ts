@@ -7,6 +7,8 @@
  */
 import t, { type Test } from 'tap'
 import { mkdirSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { dirname, join } from 'node:path'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
@@ -174,7 +176,10 @@ async function setup (t: Test, guard: Record<string, unknown> = {}): Promise<Set
       return p
     },
     async openAttacker (manual = false) {
-      return page(demo.attackerUrl + (manual ? '/?manual' : '/'))
+      const p = await page(demo.attackerUrl + (manual ? '/?manual' : '/'))
+      // the page's module awaits its config first: 'load' may come before it has run
+      await p.waitForFunction(() => window.attack !== undefined)
+      return p
     },
     async openChatOrigin () {
       const p = await page(demo.chatUrl + '/demo.json')
@@ -194,6 +199,35 @@ if (chromiumAvailable(t) && builtPackage(t)) {
     browser = await launchChromium()
   })
   t.teardown(async () => { await browser?.close() })
+
+  t.test('npm start: examples/app.js prints the chat\'s and the attacker\'s URLs and serves both', async (t) => {
+    const child = spawn(process.execPath, [join(__dirname, '..', 'examples', 'app.js')], {
+      env: { ...process.env, PORT: '0', ATTACKER_PORT: '0' },
+      stdio: ['ignore', 'pipe', 'inherit']
+    })
+    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+    let out = ''
+    child.stdout.setEncoding('utf8')
+    // until the last line of the banner, or until it exits if it dies first
+    await new Promise<void>((resolve) => {
+      child.stdout.on('data', (chunk: string) => {
+        out += chunk
+        if (out.includes('Ctrl-C')) resolve()
+      })
+      child.once('exit', () => resolve())
+    })
+    const urls = [...out.matchAll(/^(chat \(the victim\)|attacker): +(http:\/\/127\.0\.0\.1:\d+\/)$/gm)].map((m) => m[2] as string)
+    t.equal(urls.length, 2, 'two URLs')
+    t.not(urls[0], urls[1], 'two origins')
+    for (const url of urls) {
+      const res = await fetch(url)
+      t.equal(res.status, 200)
+      t.match(await res.text(), /<script type="module"/)
+    }
+    child.kill('SIGTERM')
+    const [code] = await once(child, 'exit')
+    t.equal(code, 0, 'SIGTERM closes both servers and exits')
+  })
 
   t.test('the chat page connects through the client with the subprotocol transport', async (t) => {
     const s = await setup(t)
