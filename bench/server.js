@@ -1,0 +1,62 @@
+'use strict'
+// One bench server, alone in its process so that its CPU time can be read with
+// process.cpuUsage(). `node bench/server.js guarded|baseline [maxTokens]`.
+//
+// guarded:  @fastify/session + @fastify/websocket + the guard (origin allow-list, tokens in
+//           the session, maxTokens as given or the default 8); GET /websocket-token issues,
+//           GET /chat is a guarded upgrade.
+// baseline: the same app without the guard; GET /plain-token writes one session value and
+//           answers the same JSON, GET /chat is an unguarded upgrade.
+const Fastify = require('fastify')
+const cookie = require('@fastify/cookie')
+const session = require('@fastify/session')
+const websocket = require('@fastify/websocket')
+const { loadPackage, serve } = require('./common')
+
+const SECRET = 'a-bench-secret-with-at-least-32-characters'
+const ORIGIN = 'http://bench.example'
+const variant = process.argv[2]
+
+async function build () {
+  // logging on, as in production, into a stream that drops the lines: the guard's log
+  // redaction is part of its cost, the I/O of the lines is not
+  const app = Fastify({ logger: { level: 'info', stream: { write () {} } } })
+  await app.register(cookie)
+  await app.register(session, { secret: SECRET, cookie: { secure: false } })
+  await app.register(websocket)
+  if (variant === 'guarded') {
+    const { plugin } = loadPackage()
+    const maxTokens = process.argv[3] === undefined ? undefined : Number(process.argv[3])
+    await app.register(plugin, { origins: ORIGIN, maxTokens })
+  } else if (variant === 'baseline') {
+    let n = 0
+    app.get('/plain-token', async (request, reply) => {
+      // as much as the token route does that is not the guard: one session write, same JSON
+      request.session.set('websocket_token', String(++n).padStart(43, '0'))
+      reply.header('cache-control', 'no-store')
+      return { token: 'x'.repeat(43), expiresAt: Date.now() + 60_000 }
+    })
+  } else {
+    throw new Error(`unknown variant ${variant}`)
+  }
+  let opened = 0
+  app.get('/chat', { websocket: true, guard: variant === 'guarded' }, () => { opened++ })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, opened: () => opened }
+}
+
+build().then(({ app, opened }) => {
+  serve({
+    address: () => ({ port: app.server.address().port, origin: ORIGIN, variant }),
+    cpu: ({ gc }) => {
+      // collect before a measured window, so that it pays for its own garbage only
+      if (gc) global.gc()
+      const u = process.cpuUsage()
+      return { cpu: u.user + u.system, opened: opened() }
+    },
+    exit: () => app.close()
+  })
+}, (err) => {
+  console.error(err)
+  process.exit(1)
+})
