@@ -12,7 +12,6 @@ import Fastify from 'fastify'
 import cookie from '@fastify/cookie'
 import session from '@fastify/session'
 import websocket from '@fastify/websocket'
-import pino from 'pino'
 import { buildApp, Client, close, connect, SECRET } from './helpers/app'
 import websocketGuard from '../lib/index'
 import { createRedactor, REDACTED } from '../lib/redact'
@@ -210,7 +209,10 @@ t.test("the user's serializers, factories and hooks stay in force", async (t) =>
 
 t.test("a loggerInstance: Fastify's lines are redacted, the user's own logger is untouched", async (t) => {
   const { stream, lines } = capture()
-  const instance = pino(stream)
+  // a pino instance of the user's (pino is not a dependency here: another app's logger is one)
+  const owner = Fastify({ logger: { stream } })
+  t.teardown(() => owner.close())
+  const instance = owner.log
   const { app, base } = await buildApp(t, { fastify: { logger: undefined, loggerInstance: instance } })
   const token = await new Client(base).token()
   await fetch(`${base}/chat?token=${token}`)
