@@ -131,7 +131,7 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
   const backend = pickBackend(opts)
 
   fastify.decorateRequest('websocketGuard', null)
-  if (opts.redactLogs) redactTokenLogs(fastify, opts.queryParam)
+  if (opts.redactLogs) redactTokenLogs(fastify, opts.queryParam, opts.protocolPrefix)
   fastify.addHook('onClose', async () => { await backend.close() })
 
   function refuse (request: FastifyRequest, error: WebsocketSecurityError | WebsocketGuardStoreUnavailable): void {
