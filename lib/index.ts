@@ -31,11 +31,25 @@ interface TokenBackend {
   close (): Promise<void> | void
 }
 
+/** Rejects a store call that missed its deadline. The error is made only then: capturing
+ * its stack on every call cost more than the rest of the guard together. */
+function missedDeadline (reject: (err: Error) => void, timeout: number): void {
+  reject(new WebsocketGuardStoreUnavailable(`Websocket token store did not answer within ${timeout} ms`))
+}
+
+// Already settled: a store call that has answered too wins a race against it.
+const PENDING = Symbol('pending')
+const stillPending = Promise.resolve(PENDING)
+
 /** Runs a store call with a deadline; any failure becomes a 503, never a pass. */
 async function storeCall<T> (call: Promise<T> | T, timeout: number): Promise<T> {
+  // A call that has already settled (a synchronous session store) needs no deadline: arming
+  // and clearing a timer for each upgrade cost more than checking the token.
+  const early = await Promise.race([call, stillPending]).catch(storeUnavailable)
+  if (early !== PENDING) return early as T
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(reject, timeout, new WebsocketGuardStoreUnavailable(`Websocket token store did not answer within ${timeout} ms`))
+    timer = setTimeout(missedDeadline, timeout, reject, timeout)
   })
   try {
     // a catch that always throws, then a finally, leaves V8 an unreachable branch to count
@@ -222,11 +236,15 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
 
   async function issueToken (request: FastifyRequest, reply: FastifyReply): Promise<IssuedToken> {
     try {
-      // a cross-site page may make the browser send this request, but must get no token
-      if (request.headers['sec-fetch-site'] === 'cross-site') {
+      // A cross-site page may make the browser send this request, but must get no token. A
+      // same-site one (a sibling subdomain's <img> or no-cors fetch) sends no Origin yet could
+      // make us issue tokens that evict the user's pending ones: it must show an allowed Origin.
+      const site = request.headers['sec-fetch-site']
+      const header = request.headers.origin
+      if (site !== undefined && site !== 'same-origin' && site !== 'none' &&
+          (header === undefined || site.includes('cross-site'))) {
         throw new WebsocketOriginNotAllowed('Cross-site token request')
       }
-      const header = request.headers.origin
       if (header !== undefined && await allowedOrigin(opts.origins, header, request) === null) {
         throw new WebsocketOriginNotAllowed()
       }

@@ -355,6 +355,8 @@ if (chromiumAvailable(t) && builtPackage(t)) {
       return { type: res.type, status: res.status, body: await res.text() }
     }, s.demo.chatUrl)
     t.same(opaque, { type: 'opaque', status: 0, body: '' }, 'nothing readable')
+    t.equal(s.rejections.length, 2, 'the server refused the no-cors request too: it issued nothing')
+    t.equal((s.rejections[1] as Rejection).code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
     t.equal(s.connects.length, 1)
   })
 

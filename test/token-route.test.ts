@@ -153,15 +153,21 @@ t.test('the token route follows the origins option', async (t) => {
   noToken(t, await c2.getToken('', { origin: 'https://other.example' }), 403, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
 })
 
-t.test('Sec-Fetch-Site: cross-site is refused; same-origin, same-site and none are served', async (t) => {
+t.test('Sec-Fetch-Site: cross-site is refused; same-site needs an allowed Origin; same-origin and none are served', async (t) => {
   const { base, rejections } = await buildApp(t, { guard: { maxTokens: 1 } })
   const client = new Client(base)
   const token = await client.token()
   noToken(t, await client.getToken('', { 'sec-fetch-site': 'cross-site' }), 403, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
   noToken(t, await client.getToken('', { 'sec-fetch-site': 'cross-site', origin: base }), 403, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
-  t.equal(rejections.length, 2)
+  // duplicated headers arrive joined: still cross-site
+  noToken(t, await client.getToken('', { 'sec-fetch-site': 'cross-site, cross-site', origin: base }), 403, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+  // a sibling subdomain's <img> or no-cors fetch: same-site, no Origin; it must not evict the token
+  noToken(t, await client.getToken('', { 'sec-fetch-site': 'same-site' }), 403, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+  noToken(t, await client.getToken('', { 'sec-fetch-site': 'same-site', origin: 'http://evil.127.0.0.1.nip.io' }), 403, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+  t.equal(rejections.length, 5)
   await stillWorks(t, client, token)
-  for (const site of ['same-origin', 'same-site', 'none']) {
+  t.equal((await client.getToken('', { 'sec-fetch-site': 'same-site', origin: base })).status, 200, 'same-site with an allowed Origin')
+  for (const site of ['same-origin', 'none']) {
     t.equal((await client.getToken('', { 'sec-fetch-site': site })).status, 200, site)
   }
 })
