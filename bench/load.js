@@ -79,40 +79,55 @@ function jarsFor (port, n) {
   return list
 }
 
-let prepared = []
+// tokens fetched by `prepare` for later `upgrade` calls, per server
+const prepared = new Map()
+
+/** Ops for every target, interleaved: A B A B …, so that both see the same moments. */
+function interleave (lists) {
+  const out = []
+  for (let i = 0; i < lists[0].length; i++) for (const list of lists) out.push(list[i])
+  return out
+}
 
 serve({
-  // token request + upgrade, `count` times
-  async flow ({ port, origin, tokenPath, count, concurrency }) {
-    const workerJars = jarsFor(port, concurrency)
-    const ms = await pool(count, concurrency, async (w) => {
-      const jar = workerJars[w]
-      const { token } = await getJson(port, tokenPath, jar)
-      await openAndClose(port, token, jar, origin)
+  // token request + upgrade, `count` times on each target, the targets taking turns
+  async flow ({ targets, count, concurrency }) {
+    const ops = interleave(targets.map((t) => Array.from({ length: count }, () => t)))
+    const workerJars = targets.map((t) => jarsFor(t.port, concurrency))
+    let next = 0
+    const ms = await pool(ops.length, concurrency, async (w) => {
+      const t = ops[next++]
+      const jar = workerJars[targets.indexOf(t)][w]
+      const { token } = await getJson(t.port, t.tokenPath, jar)
+      await openAndClose(t.port, token, jar, t.origin)
     })
     return { ops: count, ms }
   },
-  // tokens for `upgrade`, fetched before its measurement starts
-  async prepare ({ port, tokenPath, sessions, perSession }) {
-    prepared = []
+  // one token each for `sessions` new sessions, used by later `upgrade` calls
+  async prepare ({ port, tokenPath, sessions }) {
+    const list = prepared.get(port) ?? []
+    prepared.set(port, list)
     for (let s = 0; s < sessions; s++) {
       const jar = { cookie: '' }
-      for (let i = 0; i < perSession; i++) {
-        const { token } = await getJson(port, tokenPath, jar)
-        prepared.push({ jar, token })
-      }
+      const { token } = await getJson(port, tokenPath, jar)
+      list.push({ jar, token })
     }
-    return { tokens: prepared.length }
+    return { tokens: list.length }
   },
-  async upgrade ({ port, origin, concurrency }) {
-    const list = prepared
-    prepared = []
+  // upgrades with `count` of each target's prepared tokens, the targets taking turns
+  async upgrade ({ targets, concurrency, count }) {
+    const lists = targets.map((t) => {
+      const list = prepared.get(t.port).splice(0, count)
+      if (list.length < count) throw new Error(`only ${list.length} prepared tokens left, ${count} needed`)
+      return list.map((p) => ({ ...p, port: t.port, origin: t.origin }))
+    })
+    const ops = interleave(lists)
     let next = 0
-    const ms = await pool(list.length, concurrency, async () => {
-      const { jar, token } = list[next++]
+    const ms = await pool(ops.length, concurrency, async () => {
+      const { port, jar, token, origin } = ops[next++]
       await openAndClose(port, token, jar, origin)
     })
-    return { ops: list.length, ms }
+    return { ops: count, ms }
   },
   // HTTP throughput of one GET route with autocannon; one session per connection
   async cannon ({ port, path, connections, duration }) {
