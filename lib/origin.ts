@@ -26,12 +26,21 @@ function normalise (scheme: string, host: string, port: string | undefined): str
     : `${lowerScheme}://${lowerHost}:${port}`
 }
 
+// The last origin normalised and its result: the guard normalises a request's Origin, then
+// its matcher does the same again; this makes the second time a string comparison.
+let lastOrigin = ''
+let lastNormalised: string | null = null
+
 /** The normalised form of a serialised origin, or `null` when it can never match. */
 export function normaliseOrigin (origin: string): string | null {
   // exec() would stringify a non-string, and an object's toString can say anything
   if (typeof origin !== 'string' || origin.length > MAX_ORIGIN_LENGTH) return null
+  if (origin === lastOrigin) return lastNormalised
   const m = ORIGIN_RE.exec(origin)
-  return m === null ? null : normalise(m[1] as string, m[2] as string, m[3])
+  const normalised = m === null ? null : normalise(m[1] as string, m[2] as string, m[3])
+  lastOrigin = origin
+  lastNormalised = normalised
+  return normalised
 }
 
 function isAnchored (source: string): boolean {

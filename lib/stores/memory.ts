@@ -18,20 +18,33 @@ export interface MemoryTokenStore extends TokenStore {
 
 const MAX_TIMER_DELAY = 2 ** 31 - 1
 
+// A session's one token is kept as itself, several in an array: most sessions hold one, and
+// an array of one would add a quarter to the memory of each.
+type Entry = StoredToken | StoredToken[]
+
+function recordsOf (entry: Entry | undefined): StoredToken[] {
+  return entry === undefined ? [] : Array.isArray(entry) ? entry : [entry]
+}
+
 export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): MemoryTokenStore {
   const { sweepInterval = 30_000 } = options
   // setInterval turns anything above 2^31 - 1 ms into 1 ms: a sweep per millisecond
   if (typeof sweepInterval !== 'number' || !(sweepInterval > 0) || !(sweepInterval <= MAX_TIMER_DELAY)) {
     throw new TypeError(`sweepInterval must be a positive number of milliseconds, at most ${MAX_TIMER_DELAY}`)
   }
-  const tokens = new Map<string, StoredToken[]>()
+  const tokens = new Map<string, Entry>()
+
+  function put (id: string, records: StoredToken[]): void {
+    if (records.length === 0) tokens.delete(id)
+    else tokens.set(id, records.length === 1 ? records[0] as StoredToken : records)
+  }
 
   function sweep (): void {
     const now = Date.now()
-    for (const [id, records] of tokens) {
+    for (const [id, entry] of tokens) {
+      const records = recordsOf(entry)
       const live = records.filter((r) => r.expiresAt > now)
-      if (live.length === 0) tokens.delete(id)
-      else if (live.length !== records.length) tokens.set(id, live)
+      if (live.length !== records.length) put(id, live)
     }
   }
   // Without it, sessions that never come back would keep their tokens forever.
@@ -43,16 +56,13 @@ export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): Memory
       return tokens.size
     },
     async issue (id: string, token: StoredToken, maxTokens: number): Promise<void> {
-      tokens.set(id, addToken(tokens.get(id) ?? [], token, maxTokens, Date.now()))
+      put(id, addToken(recordsOf(tokens.get(id)), token, maxTokens, Date.now()))
     },
     async consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome> {
-      const records = tokens.get(id) ?? []
+      const records = recordsOf(tokens.get(id))
       const { outcome, index } = findToken(records, hash, path, now)
-      if (outcome === 'consumed') {
-        // check and delete run in one synchronous step: no other consume can interleave
-        if (records.length === 1) tokens.delete(id)
-        else tokens.set(id, records.filter((_, i) => i !== index))
-      }
+      // check and delete run in one synchronous step: no other consume can interleave
+      if (outcome === 'consumed') put(id, records.filter((_, i) => i !== index))
       return outcome
     },
     close (): void {
