@@ -244,6 +244,26 @@ t.test("abandoned sessions' tokens expire and are swept from the in-memory store
   t.equal(store.size, 0, 'all swept once expired')
 })
 
+t.test('the in-memory store holds at most maxIds ids: a cookieless flood evicts the oldest, not memory', async (t) => {
+  t.throws(() => memoryTokenStore({ maxIds: 0 }), /maxIds must be a positive integer/)
+  t.throws(() => memoryTokenStore({ maxIds: 1.5 }), /maxIds must be a positive integer/)
+  t.throws(() => memoryTokenStore({ maxIds: '10' as unknown as number }), /maxIds must be a positive integer/)
+  const store = memoryTokenStore({ maxIds: 3 })
+  t.teardown(() => store.close())
+  const record = (hash: string) => ({ hash, expiresAt: Date.now() + 60_000, path: null })
+  await store.issue('first', record('aGFzaDE'), 8)
+  await store.issue('second', record('aGFzaDI'), 8)
+  await store.issue('third', record('aGFzaDM'), 8)
+  // another token for an id already held evicts nobody
+  await store.issue('first', record('aGFzaDQ'), 8)
+  t.equal(store.size, 3)
+  await store.issue('fourth', record('aGFzaDU'), 8)
+  t.equal(store.size, 3, 'still three ids')
+  t.equal(await store.consume('first', 'aGFzaDE', '/chat', Date.now()), 'none-stored', 'the oldest id was dropped')
+  t.equal(await store.consume('second', 'aGFzaDI', '/chat', Date.now()), 'consumed')
+  t.equal(await store.consume('fourth', 'aGFzaDU', '/chat', Date.now()), 'consumed')
+})
+
 t.test('@fastify/session without a cookie: each request is a session of its own, each with one token', async (t) => {
   // The token route adds one token to a session that @fastify/session creates for any cookieless
   // request anyway: bounding the number of sessions is the session store's job (expiry) and the

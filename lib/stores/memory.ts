@@ -8,6 +8,11 @@ import { addToken, findToken, type ConsumeOutcome, type StoredToken, type TokenS
 export interface MemoryTokenStoreOptions {
   /** how often abandoned, expired tokens are dropped, in ms; default 30000 */
   sweepInterval?: number
+  /**
+   * most ids (sessions) holding tokens at once; issuing for one more drops the tokens of the
+   * id that got its first token longest ago. Default 100000 (some 25 MB at most)
+   */
+  maxIds?: number
 }
 
 export interface MemoryTokenStore extends TokenStore {
@@ -27,11 +32,17 @@ function recordsOf (entry: Entry | undefined): StoredToken[] {
 }
 
 export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): MemoryTokenStore {
-  const { sweepInterval = 30_000 } = options
+  const { sweepInterval = 30_000, maxIds = 100_000 } = options
   // setInterval turns anything above 2^31 - 1 ms into 1 ms: a sweep per millisecond
   if (typeof sweepInterval !== 'number' || !(sweepInterval > 0) || !(sweepInterval <= MAX_TIMER_DELAY)) {
     throw new TypeError(`sweepInterval must be a positive number of milliseconds, at most ${MAX_TIMER_DELAY}`)
   }
+  if (typeof maxIds !== 'number' || !Number.isInteger(maxIds) || maxIds <= 0) {
+    throw new TypeError('maxIds must be a positive integer')
+  }
+  // Every cookie-less token request brings a new id: without a cap, a flood of them would
+  // grow this map for TTL + sweepInterval. Maps iterate in insertion order: the first key
+  // is the id that got its first token longest ago.
   const tokens = new Map<string, Entry>()
 
   function put (id: string, records: StoredToken[]): void {
@@ -56,6 +67,9 @@ export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): Memory
       return tokens.size
     },
     async issue (id: string, token: StoredToken, maxTokens: number): Promise<void> {
+      if (tokens.size >= maxIds && !tokens.has(id)) {
+        tokens.delete(tokens.keys().next().value as string)
+      }
       put(id, addToken(recordsOf(tokens.get(id)), token, maxTokens, Date.now()))
     },
     async consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome> {
