@@ -121,7 +121,7 @@ async function allowedOrigin (check: OriginCheck, origin: string, request: Fasti
   if (normalised === null) return null
   switch (check.kind) {
     case 'list':
-      return check.match(origin) ? normalised : null
+      return check.match(normalised) ? normalised : null
     case 'function':
       return (await check.fn(origin, request)) === true ? normalised : null
     default:

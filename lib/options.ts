@@ -3,7 +3,7 @@
  * here runs once, at registration; the request path only reads what it produces.
  */
 import type { FastifyRequest, LogLevel } from 'fastify'
-import { createOriginMatcher, type OriginEntry, type OriginMatcher } from './origin'
+import { compileOriginList, type NormalisedOriginMatcher, type OriginEntry } from './origin'
 import type { TokenStore } from './tokens'
 
 export type OriginFunction = (origin: string, request: FastifyRequest) => boolean | Promise<boolean>
@@ -59,7 +59,7 @@ export interface WebsocketGuardResult {
 
 /** How an origin is checked: a compiled allow-list, a user function, or same-origin. */
 export type OriginCheck =
-  | { kind: 'list', match: OriginMatcher }
+  | { kind: 'list', match: NormalisedOriginMatcher }
   | { kind: 'function', fn: OriginFunction }
   | { kind: 'same-origin' }
 
@@ -90,8 +90,8 @@ const PROTOCOL_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const QUERY_PARAM_RE = /^[A-Za-z0-9._~-]+$/
 // a route path: no query, fragment or whitespace
 const TOKEN_ROUTE_RE = /^\/[^?#\s]*$/
-// setTimeout fires at once for a longer delay, which would fail every store call
-const MAX_TIMEOUT = 2_147_483_647
+/** Longest delay setTimeout/setInterval honour; above it they fire after 1 ms. */
+export const MAX_TIMER_DELAY = 2_147_483_647
 // Names the session object uses itself. @fastify/session keeps data as own properties of its
 // Session, next to `cookie` and its methods, and @fastify/secure-session keeps `__ts`: a key
 // that shadows one breaks the session (`save`: never saved, so a spent token would come back).
@@ -133,7 +133,7 @@ export function compileOrigins (origins: unknown, option = 'origins'): OriginChe
   if (origins === undefined) return { kind: 'same-origin' }
   if (typeof origins === 'function') return { kind: 'function', fn: origins as OriginFunction }
   try {
-    return { kind: 'list', match: createOriginMatcher(origins as OriginEntry | OriginEntry[]) }
+    return { kind: 'list', match: compileOriginList(origins as OriginEntry | OriginEntry[]) }
   } catch (err) {
     return fail(option, (err as Error).message.replace(/^origins: /, ''))
   }
@@ -182,7 +182,7 @@ export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined)
     protocol,
     protocolPrefix: protocol + '.',
     store: options.store as TokenStore | undefined,
-    storeTimeout: positive(options, 'storeTimeout', 1000, false, MAX_TIMEOUT),
+    storeTimeout: positive(options, 'storeTimeout', 1000, false, MAX_TIMER_DELAY),
     logLevel: logLevel as LogLevel,
     onReject: options.onReject as ResolvedOptions['onReject'],
     redactLogs: boolean(options, 'redactLogs', true)

@@ -26,21 +26,12 @@ function normalise (scheme: string, host: string, port: string | undefined): str
     : `${lowerScheme}://${lowerHost}:${port}`
 }
 
-// The last origin normalised and its result: the guard normalises a request's Origin, then
-// its matcher does the same again; this makes the second time a string comparison.
-let lastOrigin = ''
-let lastNormalised: string | null = null
-
 /** The normalised form of a serialised origin, or `null` when it can never match. */
 export function normaliseOrigin (origin: string): string | null {
   // exec() would stringify a non-string, and an object's toString can say anything
   if (typeof origin !== 'string' || origin.length > MAX_ORIGIN_LENGTH) return null
-  if (origin === lastOrigin) return lastNormalised
   const m = ORIGIN_RE.exec(origin)
-  const normalised = m === null ? null : normalise(m[1] as string, m[2] as string, m[3])
-  lastOrigin = origin
-  lastNormalised = normalised
-  return normalised
+  return m === null ? null : normalise(m[1] as string, m[2] as string, m[3])
 }
 
 function isAnchored (source: string): boolean {
@@ -117,11 +108,14 @@ function compileEntry (entry: unknown, into: CompiledOrigins): void {
   into.exact.add(normalised)
 }
 
+/** A test of an origin already normalised by `normaliseOrigin`. */
+export type NormalisedOriginMatcher = (normalised: string) => boolean
+
 /**
- * Compiles an allow-list once, at registration. The returned matcher takes the raw
- * `Origin` header value and does no allocation beyond normalising it.
+ * Compiles an allow-list once, at registration, into a test of normalised origins: the guard
+ * normalises a request's `Origin` once and hands the result here.
  */
-export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): OriginMatcher {
+export function compileOriginList (origins: OriginEntry | OriginEntry[]): NormalisedOriginMatcher {
   if (typeof origins === 'function') {
     throw new TypeError('origins: createOriginMatcher takes strings and RegExps; pass a function as the plugin option instead')
   }
@@ -133,9 +127,7 @@ export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): Orig
   for (const entry of list) compileEntry(entry, compiled)
   const { exact, wildcards, patterns } = compiled
 
-  return function matchOrigin (origin: string): boolean {
-    const normalised = normaliseOrigin(origin)
-    if (normalised === null) return false
+  return function matchNormalised (normalised: string): boolean {
     if (exact.has(normalised)) return true
     for (const { prefix, suffix } of wildcards) {
       // at least one label before the suffix: "https://" + "a" + ".example.com"
@@ -148,5 +140,17 @@ export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): Orig
       if (re.test(normalised)) return true
     }
     return false
+  }
+}
+
+/**
+ * Compiles an allow-list once, at registration. The returned matcher takes the raw
+ * `Origin` header value and does no allocation beyond normalising it.
+ */
+export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): OriginMatcher {
+  const matches = compileOriginList(origins)
+  return function matchOrigin (origin: string): boolean {
+    const normalised = normaliseOrigin(origin)
+    return normalised !== null && matches(normalised)
   }
 }

@@ -4,6 +4,7 @@
  * use `redisTokenStore` for several.
  */
 import { addToken, findToken, type ConsumeOutcome, type StoredToken, type TokenStore } from '../tokens'
+import { MAX_TIMER_DELAY } from '../options'
 
 export interface MemoryTokenStoreOptions {
   /** how often abandoned, expired tokens are dropped, in ms; default 30000 */
@@ -20,8 +21,6 @@ export interface MemoryTokenStore extends TokenStore {
   readonly size: number
   close (): void
 }
-
-const MAX_TIMER_DELAY = 2 ** 31 - 1
 
 // A session's one token is kept as itself, several in an array: most sessions hold one, and
 // an array of one would add a quarter to the memory of each.
