@@ -1,8 +1,9 @@
 /**
- * The guard's errors. Every security error answers 403; the classes and codes are the
- * public contract (API.md), so users can tell them apart in `onReject` and in logs.
- * Messages never contain a token.
+ * Every error the package throws, each with a stable `code` (API.md). Security errors answer
+ * 403; the others say what failed (503 store, 500 wiring, 400 request) so that operators can
+ * tell an outage or a misconfiguration from an attack. Messages never contain a token.
  */
+
 export class WebsocketSecurityError extends Error {
   readonly statusCode: number = 403
   readonly code: string = 'WS_GUARD_SECURITY_ERROR'
@@ -53,27 +54,63 @@ export class WebsocketTokenExpired extends WebsocketSecurityError {
   }
 }
 
+/** The errors that are not security verdicts: a code, a status, and an optional cause. */
+class WebsocketGuardError extends Error {
+  constructor (readonly code: string, readonly statusCode: number, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
 /**
- * Not a security verdict: the token store could not be asked, so the guard cannot know.
- * It fails closed with 503 rather than 403 so operators can tell an outage from an attack.
+ * The token store could not be asked, so the guard cannot know: it fails closed with 503
+ * rather than 403.
  */
-export class WebsocketGuardStoreUnavailable extends Error {
-  readonly statusCode = 503
-  readonly code = 'WS_GUARD_STORE_UNAVAILABLE'
+export class WebsocketGuardStoreUnavailable extends WebsocketGuardError {
+  declare readonly code: 'WS_GUARD_STORE_UNAVAILABLE'
 
   constructor (message = 'Websocket token store unavailable', options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'WebsocketGuardStoreUnavailable'
+    super('WS_GUARD_STORE_UNAVAILABLE', 503, message, options)
   }
 }
 
 /** A malformed request to the token route (for instance a bad `path`): 400, nothing issued. */
-export class WebsocketGuardBadRequest extends Error {
-  readonly statusCode = 400
-  readonly code = 'WS_GUARD_BAD_REQUEST'
+export class WebsocketGuardBadRequest extends WebsocketGuardError {
+  constructor (message: string) {
+    super('WS_GUARD_BAD_REQUEST', 400, message)
+  }
+}
+
+/** A guarded upgrade or the token route found no session that can keep a token: 500. */
+export class WebsocketGuardNoSession extends WebsocketGuardError {
+  constructor (message: string) {
+    super('WS_GUARD_NO_SESSION', 500, message)
+  }
+}
+
+/** A plugin the guard needs is not registered: thrown at start-up. */
+export class WebsocketGuardMissingDependency extends WebsocketGuardError {
+  constructor (message: string) {
+    super('WS_GUARD_MISSING_DEPENDENCY', 500, message)
+  }
+}
+
+/**
+ * A bad or unknown option, at registration, at route declaration or in a function's
+ * arguments. A TypeError, as bad arguments are in Node.
+ */
+export class WebsocketGuardOptionError extends TypeError {
+  readonly code = 'WS_GUARD_INVALID_OPTION'
 
   constructor (message: string) {
     super(message)
-    this.name = 'WebsocketGuardBadRequest'
+    this.name = 'TypeError'
   }
+}
+
+/** Refused by the guard: a security error, or a 503 because the guard could not decide. */
+export type Refusal = WebsocketSecurityError | WebsocketGuardStoreUnavailable
+
+export function isRefusal (err: unknown): err is Refusal {
+  return err instanceof WebsocketSecurityError || err instanceof WebsocketGuardStoreUnavailable
 }

@@ -1,14 +1,31 @@
 /**
- * Plugin and route options: their types, their defaults, and their validation. Everything
- * here runs once, at registration; the request path only reads what it produces.
+ * Options: their defaults (one object), their types and their validation, plus the checks
+ * shared by every entry point (the plugin, the token route, the route option `guard` and the
+ * exported functions). Everything here runs once, at registration or at a function's call;
+ * the request path only reads what it produces.
  */
 import type { FastifyRequest, LogLevel } from 'fastify'
-import { compileOriginList, type NormalisedOriginMatcher, type OriginEntry } from './origin'
-import type { TokenStore } from './tokens'
+import { WebsocketGuardOptionError } from './errors'
+import { compileOrigins, type OriginCheck, type OriginsOption } from './origin'
+import type { TokenStore } from './stores/types'
 
-export type OriginFunction = (origin: string, request: FastifyRequest) => boolean | Promise<boolean>
-export type OriginsOption = OriginEntry | OriginEntry[] | OriginFunction
+export type { OriginFunction, OriginsOption } from './origin'
 export type SessionPluginName = '@fastify/session' | '@fastify/secure-session'
+
+/** Every default of the package, in one place. */
+export const DEFAULTS = {
+  allowMissingOrigin: false,
+  tokenRoute: '/websocket-token',
+  sessionPlugin: '@fastify/session',
+  sessionKey: 'websocket_token',
+  tokenTTL: 60_000,
+  maxTokens: 8,
+  queryParam: 'token',
+  protocol: 'websocket-guard',
+  storeTimeout: 1000,
+  logLevel: 'warn',
+  redactLogs: true
+} as const
 
 export interface FastifyWebsocketGuardOptions {
   /** allowed origins; default: same-origin (`${request.protocol}://${request.host}`) */
@@ -49,20 +66,6 @@ export interface GuardRouteOptions {
   token?: boolean
 }
 
-/** `request.websocketGuard` on a guarded route that passed. */
-export interface WebsocketGuardResult {
-  /** the normalised allowed origin, or `null` when none was sent and that is allowed */
-  origin: string | null
-  /** the consumed token, or `null` where the route checks no token */
-  token: string | null
-}
-
-/** How an origin is checked: a compiled allow-list, a user function, or same-origin. */
-export type OriginCheck =
-  | { kind: 'list', match: NormalisedOriginMatcher }
-  | { kind: 'function', fn: OriginFunction }
-  | { kind: 'same-origin' }
-
 export interface ResolvedOptions {
   origins: OriginCheck
   allowMissingOrigin: boolean
@@ -88,10 +91,10 @@ const SESSION_PLUGINS = new Set(['@fastify/session', '@fastify/secure-session'])
 const PROTOCOL_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 // unreserved URL characters: the parameter is matched in the raw query, undecoded
 const QUERY_PARAM_RE = /^[A-Za-z0-9._~-]+$/
-// a route path: no query, fragment or whitespace
-const TOKEN_ROUTE_RE = /^\/[^?#\s]*$/
 /** Longest delay setTimeout/setInterval honour; above it they fire after 1 ms. */
 export const MAX_TIMER_DELAY = 2_147_483_647
+/** Longest request path accepted anywhere a path is named (token route, bound path). */
+export const MAX_PATH_LENGTH = 1024
 // Names the session object uses itself. @fastify/session keeps data as own properties of its
 // Session, next to `cookie` and its methods, and @fastify/secure-session keeps `__ts`: a key
 // that shadows one breaks the session (`save`: never saved, so a spent token would come back).
@@ -100,18 +103,36 @@ const RESERVED_SESSION_KEYS = new Set([
   'isModified', 'isSaved', 'sessionId', 'encryptedSessionId', '__ts'
 ])
 
-function fail (option: string, message: string): never {
-  throw new TypeError(`fastify-websocket-guard: option ${option} ${message}`)
+export function fail (option: string, message: string): never {
+  throw new WebsocketGuardOptionError(`fastify-websocket-guard: option ${option} ${message}`)
 }
 
-function boolean (options: Record<string, unknown>, name: string, fallback: boolean, prefix = ''): boolean {
+/** One request path: starts with `/`, no query, fragment or whitespace, bounded. */
+export function isRequestPath (value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith('/') && value.length <= MAX_PATH_LENGTH && !/[?#\s]/.test(value)
+}
+
+export const REQUEST_PATH_RULE = `one request path starting with / (at most ${MAX_PATH_LENGTH} characters, no query, fragment or whitespace)`
+
+/** The session key rule of every entry point: a key the session object does not use itself. */
+export function checkSessionKey (value: unknown, option = 'sessionKey'): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 128) {
+    fail(option, `must be a non-empty string of at most 128 characters, got ${JSON.stringify(value)}`)
+  }
+  if (RESERVED_SESSION_KEYS.has(value) || value in Object.prototype) {
+    fail(option, `must not be a name the session object uses itself, got ${JSON.stringify(value)}`)
+  }
+  return value
+}
+
+export function boolean (options: Record<string, unknown>, name: string, fallback: boolean, prefix = ''): boolean {
   const value = options[name]
   if (value === undefined) return fallback
   if (typeof value !== 'boolean') fail(prefix + name, `must be a boolean, got ${typeof value}`)
   return value
 }
 
-function positive (options: Record<string, unknown>, name: string, fallback: number, integer: boolean, max = Number.MAX_SAFE_INTEGER): number {
+export function positive (options: Record<string, unknown>, name: string, fallback: number, integer: boolean, max = Number.MAX_SAFE_INTEGER): number {
   const value = options[name]
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
@@ -128,17 +149,6 @@ function string (options: Record<string, unknown>, name: string, fallback: strin
   return value
 }
 
-/** Compiles an `origins` option, at registration or at route declaration. */
-export function compileOrigins (origins: unknown, option = 'origins'): OriginCheck {
-  if (origins === undefined) return { kind: 'same-origin' }
-  if (typeof origins === 'function') return { kind: 'function', fn: origins as OriginFunction }
-  try {
-    return { kind: 'list', match: compileOriginList(origins as OriginEntry | OriginEntry[]) }
-  } catch (err) {
-    return fail(option, (err as Error).message.replace(/^origins: /, ''))
-  }
-}
-
 function isTokenStore (value: unknown): value is TokenStore {
   const store = value as TokenStore
   return typeof store === 'object' && store !== null && typeof store.issue === 'function' && typeof store.consume === 'function'
@@ -146,17 +156,17 @@ function isTokenStore (value: unknown): value is TokenStore {
 
 export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined): ResolvedOptions {
   const options = (input ?? {}) as Record<string, unknown>
-  if (typeof options !== 'object') throw new TypeError('fastify-websocket-guard: options must be an object')
+  if (typeof options !== 'object') throw new WebsocketGuardOptionError('fastify-websocket-guard: options must be an object')
 
-  const tokenRoute = options.tokenRoute === undefined ? '/websocket-token' : options.tokenRoute
-  if (tokenRoute !== false && (typeof tokenRoute !== 'string' || !TOKEN_ROUTE_RE.test(tokenRoute))) {
-    fail('tokenRoute', `must be a path starting with / (no query) or false, got ${JSON.stringify(tokenRoute)}`)
+  const tokenRoute = options.tokenRoute ?? DEFAULTS.tokenRoute
+  if (tokenRoute !== false && !isRequestPath(tokenRoute)) {
+    fail('tokenRoute', `must be ${REQUEST_PATH_RULE} or false, got ${JSON.stringify(tokenRoute)}`)
   }
-  const sessionPlugin = options.sessionPlugin ?? '@fastify/session'
+  const sessionPlugin = options.sessionPlugin ?? DEFAULTS.sessionPlugin
   if (!SESSION_PLUGINS.has(sessionPlugin as string)) {
     fail('sessionPlugin', `must be '@fastify/session' or '@fastify/secure-session', got ${JSON.stringify(sessionPlugin)}`)
   }
-  const logLevel = options.logLevel ?? 'warn'
+  const logLevel = options.logLevel ?? DEFAULTS.logLevel
   if (!LOG_LEVELS.has(logLevel as string)) fail('logLevel', `must be a pino level, got ${JSON.stringify(logLevel)}`)
   if (options.onReject !== undefined && typeof options.onReject !== 'function') {
     fail('onReject', 'must be a function')
@@ -164,28 +174,24 @@ export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined)
   if (options.store !== undefined && !isTokenStore(options.store)) {
     fail('store', 'must be a TokenStore (an object with issue and consume methods)')
   }
-  const protocol = string(options, 'protocol', 'websocket-guard', PROTOCOL_RE, 'a subprotocol name (RFC 6455 token characters)')
-  const sessionKey = string(options, 'sessionKey', 'websocket_token', /^.{1,128}$/s, 'a non-empty string of at most 128 characters')
-  if (RESERVED_SESSION_KEYS.has(sessionKey) || sessionKey in Object.prototype) {
-    fail('sessionKey', `must not be a name the session object uses itself, got ${JSON.stringify(sessionKey)}`)
-  }
+  const protocol = string(options, 'protocol', DEFAULTS.protocol, PROTOCOL_RE, 'a subprotocol name (RFC 6455 token characters)')
 
   return {
-    origins: compileOrigins(options.origins),
-    allowMissingOrigin: boolean(options, 'allowMissingOrigin', false),
+    origins: compileOrigins(options.origins, 'origins'),
+    allowMissingOrigin: boolean(options, 'allowMissingOrigin', DEFAULTS.allowMissingOrigin),
     tokenRoute: tokenRoute as string | false,
     sessionPlugin: sessionPlugin as SessionPluginName,
-    sessionKey,
-    tokenTTL: positive(options, 'tokenTTL', 60_000, false),
-    maxTokens: positive(options, 'maxTokens', 8, true),
-    queryParam: string(options, 'queryParam', 'token', QUERY_PARAM_RE, 'a query parameter name of unreserved URL characters'),
+    sessionKey: options.sessionKey === undefined ? DEFAULTS.sessionKey : checkSessionKey(options.sessionKey),
+    tokenTTL: positive(options, 'tokenTTL', DEFAULTS.tokenTTL, false),
+    maxTokens: positive(options, 'maxTokens', DEFAULTS.maxTokens, true),
+    queryParam: string(options, 'queryParam', DEFAULTS.queryParam, QUERY_PARAM_RE, 'a query parameter name of unreserved URL characters'),
     protocol,
     protocolPrefix: protocol + '.',
     store: options.store as TokenStore | undefined,
-    storeTimeout: positive(options, 'storeTimeout', 1000, false, MAX_TIMER_DELAY),
+    storeTimeout: positive(options, 'storeTimeout', DEFAULTS.storeTimeout, false, MAX_TIMER_DELAY),
     logLevel: logLevel as LogLevel,
     onReject: options.onReject as ResolvedOptions['onReject'],
-    redactLogs: boolean(options, 'redactLogs', true)
+    redactLogs: boolean(options, 'redactLogs', DEFAULTS.redactLogs)
   }
 }
 
@@ -196,6 +202,8 @@ export interface RouteGuard {
   token: boolean
 }
 
+const ROUTE_GUARD_KEYS = new Set(['origins', 'allowMissingOrigin', 'token'])
+
 export function resolveRouteGuard (guard: unknown, url: string, defaults: ResolvedOptions): RouteGuard | null {
   if (guard === undefined || guard === false) return null
   if (guard === true) return { origins: defaults.origins, allowMissingOrigin: defaults.allowMissingOrigin, token: true }
@@ -205,7 +213,7 @@ export function resolveRouteGuard (guard: unknown, url: string, defaults: Resolv
     }
     const overrides = guard as Record<string, unknown>
     for (const key of Object.keys(overrides)) {
-      if (key !== 'origins' && key !== 'allowMissingOrigin' && key !== 'token') {
+      if (!ROUTE_GUARD_KEYS.has(key)) {
         fail('guard', `has an unknown key ${JSON.stringify(key)} (expected origins, allowMissingOrigin or token)`)
       }
     }
@@ -215,12 +223,6 @@ export function resolveRouteGuard (guard: unknown, url: string, defaults: Resolv
       token: boolean(overrides, 'token', true, 'guard.')
     }
   } catch (err) {
-    throw new TypeError(`${(err as Error).message} (route ${url})`)
+    throw new WebsocketGuardOptionError(`${(err as Error).message} (route ${url})`)
   }
-}
-
-/** Validates `issueWebsocketToken` options with the plugin's rules. */
-export function checkIssueOptions (options: Record<string, unknown>): void {
-  positive(options, 'tokenTTL', 60_000, false)
-  positive(options, 'maxTokens', 8, true)
 }

@@ -5,8 +5,13 @@
  * decoded or converted; only the scheme and host are lower-cased and default ports dropped.
  */
 
+import type { FastifyRequest } from 'fastify'
+import { WebsocketGuardOptionError, WebsocketOriginNotAllowed } from './errors'
+
 export type OriginEntry = string | RegExp
 export type OriginMatcher = (origin: string) => boolean
+export type OriginFunction = (origin: string, request: FastifyRequest) => boolean | Promise<boolean>
+export type OriginsOption = OriginEntry | OriginEntry[] | OriginFunction
 
 // scheme "://" host [":" port], nothing else: no user-info, path, query or fragment.
 // The host is a dot-separated list of non-empty labels, or a bracketed IPv6 literal.
@@ -55,12 +60,12 @@ function isAnchored (source: string): boolean {
   return true
 }
 
-function compileRegExp (re: RegExp): RegExp {
+function compileRegExp (re: RegExp, label: string): RegExp {
   if (!isAnchored(re.source)) {
-    throw new TypeError(`origins: RegExp ${String(re)} must be anchored at both ends (^...$) and have no top-level |`)
+    throw new WebsocketGuardOptionError(`${label} RegExp ${String(re)} must be anchored at both ends (^...$) and have no top-level |`)
   }
   if (re.multiline) {
-    throw new TypeError(`origins: RegExp ${String(re)} must not use the m flag (^ and $ would match at line breaks)`)
+    throw new WebsocketGuardOptionError(`${label} RegExp ${String(re)} must not use the m flag (^ and $ would match at line breaks)`)
   }
   // A private copy without g/y: a stateful lastIndex would make matches depend on earlier requests.
   return new RegExp(re.source, re.flags.replace(/[gy]/g, ''))
@@ -72,16 +77,16 @@ interface CompiledOrigins {
   patterns: RegExp[]
 }
 
-function compileEntry (entry: unknown, into: CompiledOrigins): void {
+function compileEntry (entry: unknown, into: CompiledOrigins, label: string): void {
   if (entry instanceof RegExp) {
-    into.patterns.push(compileRegExp(entry))
+    into.patterns.push(compileRegExp(entry, label))
     return
   }
   if (typeof entry !== 'string') {
-    throw new TypeError(`origins: each entry must be a string or a RegExp, got ${typeof entry}`)
+    throw new WebsocketGuardOptionError(`${label} each entry must be a string or a RegExp, got ${typeof entry}`)
   }
   if (entry === '*') {
-    throw new TypeError("origins: '*' would allow every site to connect; list the allowed origins")
+    throw new WebsocketGuardOptionError(`${label} '*' would allow every site to connect; list the allowed origins`)
   }
   // A lone trailing slash is what people copy from the address bar; ignore it.
   const text = entry.endsWith('/') && !entry.endsWith('//') ? entry.slice(0, -1) : entry
@@ -89,10 +94,10 @@ function compileEntry (entry: unknown, into: CompiledOrigins): void {
   if (wildcard !== null) {
     const domain = wildcard[2] as string
     if (!domain.includes('.') && domain.toLowerCase() !== 'localhost') {
-      throw new TypeError(`origins: wildcard ${JSON.stringify(entry)} covers a whole top-level domain`)
+      throw new WebsocketGuardOptionError(`${label} wildcard ${JSON.stringify(entry)} covers a whole top-level domain`)
     }
     const normalised = normalise(wildcard[1] as string, domain, wildcard[3])
-    if (normalised === null) throw new TypeError(`origins: invalid port in ${JSON.stringify(entry)}`)
+    if (normalised === null) throw new WebsocketGuardOptionError(`${label} invalid port in ${JSON.stringify(entry)}`)
     const schemeEnd = normalised.indexOf('://') + 3
     into.wildcards.push({
       prefix: normalised.slice(0, schemeEnd),
@@ -103,7 +108,7 @@ function compileEntry (entry: unknown, into: CompiledOrigins): void {
   }
   const normalised = normaliseOrigin(text)
   if (normalised === null) {
-    throw new TypeError(`origins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port], no path) nor a wildcard (scheme://*.domain[:port])`)
+    throw new WebsocketGuardOptionError(`${label} ${JSON.stringify(entry)} is not an origin (scheme://host[:port], no path) nor a wildcard (scheme://*.domain[:port])`)
   }
   into.exact.add(normalised)
 }
@@ -115,16 +120,16 @@ export type NormalisedOriginMatcher = (normalised: string) => boolean
  * Compiles an allow-list once, at registration, into a test of normalised origins: the guard
  * normalises a request's `Origin` once and hands the result here.
  */
-export function compileOriginList (origins: OriginEntry | OriginEntry[]): NormalisedOriginMatcher {
+export function compileOriginList (origins: OriginEntry | OriginEntry[], label = 'origins:'): NormalisedOriginMatcher {
   if (typeof origins === 'function') {
-    throw new TypeError('origins: createOriginMatcher takes strings and RegExps; pass a function as the plugin option instead')
+    throw new WebsocketGuardOptionError(`${label} createOriginMatcher takes strings and RegExps; pass a function as the plugin option instead`)
   }
   const list = Array.isArray(origins) ? origins : [origins]
   if (list.length === 0) {
-    throw new TypeError('origins: an empty list would refuse every connection')
+    throw new WebsocketGuardOptionError(`${label} an empty list would refuse every connection`)
   }
   const compiled: CompiledOrigins = { exact: new Set(), wildcards: [], patterns: [] }
-  for (const entry of list) compileEntry(entry, compiled)
+  for (const entry of list) compileEntry(entry, compiled, label)
   const { exact, wildcards, patterns } = compiled
 
   return function matchNormalised (normalised: string): boolean {
@@ -152,5 +157,65 @@ export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): Orig
   return function matchOrigin (origin: string): boolean {
     const normalised = normaliseOrigin(origin)
     return normalised !== null && matches(normalised)
+  }
+}
+
+/** How an origin is checked: a compiled allow-list, a user function, or same-origin. */
+export type OriginCheck =
+  | { kind: 'list', match: NormalisedOriginMatcher }
+  | { kind: 'function', fn: OriginFunction }
+  | { kind: 'same-origin' }
+
+/** Compiles an `origins` option (the plugin's or a route's), once, at declaration. */
+export function compileOrigins (origins: unknown, option: string): OriginCheck {
+  if (origins === undefined) return { kind: 'same-origin' }
+  if (typeof origins === 'function') return { kind: 'function', fn: origins as OriginFunction }
+  return { kind: 'list', match: compileOriginList(origins as OriginEntry | OriginEntry[], `fastify-websocket-guard: option ${option}`) }
+}
+
+/** The normalised origin when `check` allows it, `null` otherwise. */
+async function allowedOrigin (check: OriginCheck, origin: string, request: FastifyRequest): Promise<string | null> {
+  const normalised = normaliseOrigin(origin)
+  if (normalised === null) return null
+  switch (check.kind) {
+    case 'list':
+      return check.match(normalised) ? normalised : null
+    case 'function':
+      return (await check.fn(origin, request)) === true ? normalised : null
+    default:
+      return normaliseOrigin(`${request.protocol}://${request.host}`) === normalised ? normalised : null
+  }
+}
+
+/**
+ * The upgrade's origin decision: the normalised allowed origin, or `null` when none was sent
+ * and the route allows that; throws `WebsocketOriginNotAllowed` otherwise.
+ */
+export async function upgradeOrigin (check: OriginCheck, allowMissing: boolean, request: FastifyRequest): Promise<string | null> {
+  const header = request.headers.origin
+  if (header === undefined) {
+    if (allowMissing) return null
+    throw new WebsocketOriginNotAllowed('Origin header missing')
+  }
+  const origin = await allowedOrigin(check, header, request)
+  if (origin === null) throw new WebsocketOriginNotAllowed()
+  return origin
+}
+
+/**
+ * The token request's origin decision. A cross-site page may make the browser send this
+ * request, but must get no token. A same-site one (a sibling subdomain's <img> or no-cors
+ * fetch) sends no Origin yet could make us issue tokens that evict the user's pending ones:
+ * it must show an allowed Origin.
+ */
+export async function checkTokenRequestOrigin (check: OriginCheck, request: FastifyRequest): Promise<void> {
+  const site = request.headers['sec-fetch-site']
+  const header = request.headers.origin
+  if (site !== undefined && site !== 'same-origin' && site !== 'none' &&
+      (header === undefined || site.includes('cross-site'))) {
+    throw new WebsocketOriginNotAllowed('Cross-site token request')
+  }
+  if (header !== undefined && await allowedOrigin(check, header, request) === null) {
+    throw new WebsocketOriginNotAllowed()
   }
 }

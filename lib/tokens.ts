@@ -11,19 +11,7 @@ import {
   WebsocketTokenExpired,
   WebsocketTokenMismatch
 } from './errors'
-
-/** A token as kept server-side: never the token itself. */
-export interface StoredToken {
-  /** SHA-256 of the token, base64url */
-  hash: string
-  /** epoch milliseconds after which the token is refused */
-  expiresAt: number
-  /** the request path the token is bound to, or `null` for any guarded route */
-  path: string | null
-}
-
-/** What a store says about a presented token. Only `'consumed'` removes anything. */
-export type ConsumeOutcome = 'consumed' | 'none-stored' | 'mismatch' | 'wrong-path' | 'expired'
+import type { ConsumeOutcome, StoredToken } from './stores/types'
 
 export const TOKEN_BYTES = 32
 /** 32 bytes in base64url without padding */
@@ -58,6 +46,19 @@ export function generateToken (): string {
 export function hashToken (token: string): string {
   // the one-shot form: no Hash object per call
   return hashOnce('sha256', token, 'base64url')
+}
+
+/** What the token route answers: the token itself is handed out once and never kept. */
+export interface IssuedToken {
+  token: string
+  expiresAt: number
+}
+
+/** A fresh token and the record kept for it. */
+export function newToken (tokenTTL: number, path: string | null, now: number): { issued: IssuedToken, record: StoredToken } {
+  const token = generateToken()
+  const expiresAt = now + tokenTTL
+  return { issued: { token, expiresAt }, record: { hash: hashToken(token), expiresAt, path } }
 }
 
 /**
@@ -187,21 +188,4 @@ export function presentedToken (url: string, protocolHeader: string | undefined,
 export function pathOf (url: string): string {
   const q = url.indexOf('?')
   return q === -1 ? url : url.slice(0, q)
-}
-
-/**
- * Where tokens live when they do not live in the session: the guard keeps a random id in the
- * session and the store keeps that id's tokens. Implement it to put tokens elsewhere; both
- * calls must be atomic, since several processes may consume the same token at once.
- */
-export interface TokenStore {
-  /** Adds `token` to `id`'s tokens, dropping expired ones and the oldest beyond `maxTokens`. */
-  issue (id: string, token: StoredToken, maxTokens: number): Promise<void>
-  /**
-   * Looks up the token whose hash is `hash` for `id` and, only when the outcome is
-   * `'consumed'` (see `findToken`), removes it, atomically.
-   */
-  consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome>
-  /** Called when the Fastify instance closes. */
-  close? (): Promise<void> | void
 }

@@ -4,9 +4,11 @@ import t from 'tap'
 import Fastify from 'fastify'
 import cookie from '@fastify/cookie'
 import session from '@fastify/session'
-import { consumeWebsocketToken, issueWebsocketToken, consumeInSession, sessionTokens, SpentTokens, type SessionLike } from '../lib/stores/session'
+import { consumeWebsocketToken, issueWebsocketToken, consumeInSession, sessionTokens, SpentTokens } from '../lib/backends/session'
+import type { SessionLike } from '../lib/session'
 import { memoryTokenStore } from '../lib/stores/memory'
-import { generateToken, hashToken, MAX_PRESENTED_LENGTH, type StoredToken } from '../lib/tokens'
+import { generateToken, hashToken, MAX_PRESENTED_LENGTH } from '../lib/tokens'
+import type { StoredToken } from '../lib/stores/types'
 import {
   NoWebsocketTokenPresented,
   NoWebsocketTokenStored,

@@ -15,10 +15,9 @@ import {
   presentedToken,
   queryToken,
   TOKEN_BYTES,
-  TOKEN_LENGTH,
-  type ConsumeOutcome,
-  type StoredToken
+  TOKEN_LENGTH
 } from '../lib/tokens'
+import type { ConsumeOutcome, StoredToken } from '../lib/stores/types'
 import {
   NoWebsocketTokenPresented,
   NoWebsocketTokenStored,

@@ -2,7 +2,8 @@
  * Fastify type augmentation: the route option `guard` and `request.websocketGuard`.
  * Loaded by the package's entry point, so importing the plugin is enough.
  */
-import type { GuardRouteOptions, WebsocketGuardResult } from '../lib/options'
+import type { GuardRouteOptions } from '../lib/options'
+import type { WebsocketGuardResult } from '../lib/guard'
 
 declare module 'fastify' {
   interface RouteShorthandOptions {

@@ -3,8 +3,9 @@
  * @fastify/secure-session, whose cookie sessions cannot forget a token. One process only:
  * use `redisTokenStore` for several.
  */
-import { addToken, findToken, type ConsumeOutcome, type StoredToken, type TokenStore } from '../tokens'
-import { MAX_TIMER_DELAY } from '../options'
+import { addToken, findToken } from '../tokens'
+import { MAX_TIMER_DELAY, positive } from '../options'
+import type { ConsumeOutcome, StoredToken, TokenStore } from './types'
 
 export interface MemoryTokenStoreOptions {
   /** how often abandoned, expired tokens are dropped, in ms; default 30000 */
@@ -31,14 +32,10 @@ function recordsOf (entry: Entry | undefined): StoredToken[] {
 }
 
 export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): MemoryTokenStore {
-  const { sweepInterval = 30_000, maxIds = 100_000 } = options
+  const given = options as Record<string, unknown>
   // setInterval turns anything above 2^31 - 1 ms into 1 ms: a sweep per millisecond
-  if (typeof sweepInterval !== 'number' || !(sweepInterval > 0) || !(sweepInterval <= MAX_TIMER_DELAY)) {
-    throw new TypeError(`sweepInterval must be a positive number of milliseconds, at most ${MAX_TIMER_DELAY}`)
-  }
-  if (typeof maxIds !== 'number' || !Number.isInteger(maxIds) || maxIds <= 0) {
-    throw new TypeError('maxIds must be a positive integer')
-  }
+  const sweepInterval = positive(given, 'sweepInterval', 30_000, false, MAX_TIMER_DELAY)
+  const maxIds = positive(given, 'maxIds', 100_000, true)
   // Every cookie-less token request brings a new id: without a cap, a flood of them would
   // grow this map for TTL + sweepInterval. Maps iterate in insertion order: the first key
   // is the id that got its first token longest ago.

@@ -7,7 +7,7 @@
  * token at the same moment are serialised by Redis, and only one of them sees it.
  */
 import { createHash } from 'node:crypto'
-import type { ConsumeOutcome, StoredToken, TokenStore } from '../tokens'
+import type { ConsumeOutcome, StoredToken, TokenStore } from './types'
 
 /** What the store uses of a `redis` (node-redis 4 and later) client or cluster. */
 export interface NodeRedisClientLike {

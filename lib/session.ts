@@ -1,0 +1,34 @@
+/**
+ * The app's session object, whichever plugin made it: @fastify/session's `Session` (data as
+ * own properties, with `get`/`set`), @fastify/secure-session's (only `get`/`set`), or a plain
+ * object (the seed's functions accept one).
+ */
+import type { FastifyRequest } from 'fastify'
+
+/**
+ * A @fastify/session or @fastify/secure-session session, or a plain object. Method syntax on
+ * purpose: their `get`/`set` take `keyof SessionData`, which only a method's (bivariant)
+ * parameters accept, so `request.session` type-checks as it is. `any` values so that an object
+ * typed by an interface (which has no index signature) is accepted too.
+ */
+export type SessionLike = { get? (key: string): unknown, set? (key: string, value: unknown): void } | Record<string, any>
+
+/** The request's session, or `null` when the session plugin gave it none. */
+export function sessionOf (request: FastifyRequest): SessionLike | null {
+  const session = (request as unknown as { session?: unknown }).session
+  return typeof session === 'object' && session !== null ? session as SessionLike : null
+}
+
+export function readSession (session: SessionLike, key: string): unknown {
+  return typeof session.get === 'function' ? session.get(key) : (session as Record<string, unknown>)[key]
+}
+
+export function writeSession (session: SessionLike, key: string, value: unknown): void {
+  if (typeof session.set === 'function') {
+    session.set(key, value)
+  } else if (value === undefined) {
+    delete (session as Record<string, unknown>)[key]
+  } else {
+    (session as Record<string, unknown>)[key] = value
+  }
+}
