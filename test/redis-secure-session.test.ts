@@ -37,7 +37,7 @@ for (const kind of CLIENT_KINDS) {
       const id = decoded?.get('websocket_token')
       t.match(id, /^[A-Za-z0-9_-]{22}$/)
       t.notOk(value.includes(token))
-      t.equal(await command('EXISTS', 'ws-guard:' + String(id)), 1)
+      t.equal(await command('EXISTS', 'ws-guard:{' + String(id) + '}'), 1)
     })
 
     t.test('replaying the cookie from before the consumption gets nothing', async (t) => {

@@ -15,14 +15,18 @@ async function until (condition: () => boolean): Promise<void> {
 }
 
 t.test('options are checked when the store is made', async (t) => {
-  t.throws(() => redisTokenStore(undefined as any), /options must be an object/)
-  t.throws(() => redisTokenStore(null as any), /options must be an object/)
-  t.throws(() => redisTokenStore({} as any), /client must be a redis \(node-redis 4\+\) or ioredis client/)
-  t.throws(() => redisTokenStore({ client: 'redis://127.0.0.1' } as any), /client must be/)
+  const coded = (message: RegExp) => ({ name: 'TypeError', code: 'WS_GUARD_INVALID_OPTION', message })
+  t.throws(() => redisTokenStore(undefined as any), coded(/options must be an object/))
+  t.throws(() => redisTokenStore(null as any), coded(/options must be an object/))
+  const clientMessage = /client must be a node-redis \(4\+\) client, cluster or sentinel, or an ioredis or iovalkey client or cluster/
+  t.throws(() => redisTokenStore({} as any), coded(clientMessage))
+  t.throws(() => redisTokenStore({ client: 'redis://127.0.0.1' } as any), coded(clientMessage))
   // eval alone, or ioredis' evalsha without the rest of ioredis, is neither client
-  t.throws(() => redisTokenStore({ client: { eval () {} } } as any), /client must be/)
-  t.throws(() => redisTokenStore({ client: { eval () {}, evalsha () {} } } as any), /client must be/)
-  t.throws(() => redisTokenStore({ client: { evalSha () {} } } as any), /client must be/)
+  t.throws(() => redisTokenStore({ client: { eval () {} } } as any), coded(clientMessage))
+  t.throws(() => redisTokenStore({ client: { eval () {}, evalsha () {} } } as any), coded(clientMessage))
+  t.throws(() => redisTokenStore({ client: { eval () {}, evalsha () {}, pipeline () {} } } as any), coded(clientMessage))
+  t.throws(() => redisTokenStore({ client: { evalSha () {} } } as any), coded(clientMessage))
+  t.throws(() => redisTokenStore({ client: { eval () {}, evalSha () {} } } as any), coded(clientMessage))
 })
 
 for (const kind of CLIENT_KINDS) {
@@ -49,10 +53,10 @@ for (const kind of CLIENT_KINDS) {
       // none of the refusals removed anything
       t.equal(await store.consume(id, bound.record.hash, '/chat', Date.now()), 'consumed')
       t.equal(await store.consume(id, bound.record.hash, '/chat', Date.now()), 'mismatch')
-      t.equal(await command('EXISTS', 'ws-guard:' + id), 1)
+      t.equal(await command('EXISTS', 'ws-guard:{' + id + '}'), 1)
       t.equal(await store.consume(id, any.record.hash, '/anywhere', Date.now()), 'consumed')
       // the last token gone, the key goes too (with its issue counter)
-      t.equal(await command('EXISTS', 'ws-guard:' + id), 0)
+      t.equal(await command('EXISTS', 'ws-guard:{' + id + '}'), 0)
       t.equal(await store.consume(id, any.record.hash, '/anywhere', Date.now()), 'none-stored')
     })
 
@@ -69,7 +73,7 @@ for (const kind of CLIENT_KINDS) {
       const id = 'seq-' + kind
       await store.issue(id, record(60_000).record, 8)
       t.equal(await store.consume(id, '#seq', '/chat', Date.now()), 'mismatch')
-      t.equal(await command('HLEN', 'ws-guard:' + id), 2)
+      t.equal(await command('HLEN', 'ws-guard:{' + id + '}'), 2)
     })
 
     t.test('maxTokens evicts the oldest issued, not the soonest to expire', async (t) => {
@@ -96,7 +100,7 @@ for (const kind of CLIENT_KINDS) {
       await until(() => Date.now() > short.record.expiresAt)
       const fresh = record(60_000)
       await store.issue(id, fresh.record, 8)
-      t.same((await command('HKEYS', 'ws-guard:' + id) as string[]).sort(), ['#seq', fresh.record.hash].sort())
+      t.same((await command('HKEYS', 'ws-guard:{' + id + '}') as string[]).sort(), ['#seq', fresh.record.hash].sort())
     })
 
     t.test('a token issued twice is stored once', async (t) => {
@@ -104,13 +108,13 @@ for (const kind of CLIENT_KINDS) {
       const once = record(60_000)
       await store.issue(id, once.record, 8)
       await store.issue(id, { ...once.record, path: '/chat' }, 8)
-      t.equal(await command('HLEN', 'ws-guard:' + id), 2)
+      t.equal(await command('HLEN', 'ws-guard:{' + id + '}'), 2)
       t.equal(await store.consume(id, once.record.hash, '/other', Date.now()), 'wrong-path')
     })
 
     t.test('the key expires with its latest token', async (t) => {
       const id = 'ttl-' + kind
-      const key = 'ws-guard:' + id
+      const key = 'ws-guard:{' + id + '}'
       await store.issue(id, record(60_000).record, 8)
       await store.issue(id, record(5_000).record, 8)
       const both = Number(await command('PTTL', key))
@@ -121,15 +125,15 @@ for (const kind of CLIENT_KINDS) {
       t.ok(one > 0 && one <= 5_000, `PTTL ${one} follows the only token left`)
       // an already expired token still gets a key that expires at once
       await store.issue('past-' + kind, record(-1_000).record, 8)
-      t.ok(Number(await command('PTTL', 'ws-guard:past-' + kind)) <= 1, 'gone, or going within 1 ms')
+      t.ok(Number(await command('PTTL', 'ws-guard:{past-' + kind + '}')) <= 1, 'gone, or going within 1 ms')
     })
 
     t.test('the prefix is used for every key', async (t) => {
       const prefixed = redisTokenStore({ client, prefix: 'app-one:' })
       const one = record(60_000)
       await prefixed.issue('p', one.record, 8)
-      t.equal(await command('EXISTS', 'app-one:p'), 1)
-      t.equal(await command('EXISTS', 'ws-guard:p'), 0)
+      t.equal(await command('EXISTS', 'app-one:{p}'), 1)
+      t.equal(await command('EXISTS', 'ws-guard:{p}'), 0)
       t.equal(await store.consume('p', one.record.hash, '/chat', Date.now()), 'none-stored')
       t.equal(await prefixed.consume('p', one.record.hash, '/chat', Date.now()), 'consumed')
     })
@@ -140,11 +144,11 @@ for (const kind of CLIENT_KINDS) {
       await t.rejects(store.issue('bad', { ...one.record, path: '' }, 8), /path must be null or a non-empty path/)
       await t.rejects(store.issue('bad', one.record, 0), /maxTokens must be a positive integer/)
       await t.rejects(store.issue('bad', one.record, 1.5), /maxTokens must be a positive integer/)
-      t.equal(await command('EXISTS', 'ws-guard:bad'), 0)
+      t.equal(await command('EXISTS', 'ws-guard:{bad}'), 0)
     })
 
     t.test('a Redis error other than NOSCRIPT is passed on', async (t) => {
-      await command('SET', 'ws-guard:wrongtype', 'x')
+      await command('SET', 'ws-guard:{wrongtype}', 'x')
       await t.rejects(store.issue('wrongtype', record(60_000).record, 8), /WRONGTYPE/)
       await t.rejects(store.consume('wrongtype', hashToken('x'), '/chat', Date.now()), /WRONGTYPE/)
     })
@@ -194,7 +198,7 @@ for (const kind of CLIENT_KINDS) {
       const keys = await command('KEYS', 'ws-guard:*') as string[]
       t.ok(keys.length > 3, `${keys.length} keys`)
       for (const key of keys) {
-        if (key === 'ws-guard:wrongtype') continue
+        if (key === 'ws-guard:{wrongtype}') continue
         // -1 is a key without expiry; -2 one that expired in between
         t.not(Number(await command('PTTL', key)), -1, `${key} expires`)
       }

@@ -1,161 +1,88 @@
 /**
- * A real redis-server for tests: started on a free port of 127.0.0.1 with no persistence,
- * stopped in teardown. Where redis-server is not on PATH the Redis tests are skipped with the
- * reason, except under CI, where its absence fails the run.
+ * Real Redis for tests, through scripts/redis.js: standalone servers, a Cluster, Sentinels and
+ * TCP proxies on free ports of 127.0.0.1, stopped in teardown; clients of each library; app
+ * instances as deployed behind a load balancer. Where redis-server is not on PATH the Redis
+ * tests are skipped with the reason, except under CI, where its absence fails the run.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
-import { connect as connectSocket, createServer } from 'node:net'
-import { delimiter, join } from 'node:path'
 import type { Test } from 'tap'
+import { connect as connectSocket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import cookie from '@fastify/cookie'
 import session from '@fastify/session'
 import secureSession from '@fastify/secure-session'
 import websocket from '@fastify/websocket'
 import { RedisStore } from 'connect-redis'
-import { createClient } from 'redis'
-import IORedis from 'ioredis'
+import { createClient, createCluster, createSentinel } from 'redis'
+import IORedis, { Cluster as IORedisCluster } from 'ioredis'
+import IOValkey, { Cluster as IOValkeyCluster } from 'iovalkey'
 import websocketGuard, { type FastifyWebsocketGuardOptions, type RedisClientLike, type TokenStore } from '../../lib/index'
+import * as launcher from '../../scripts/redis'
+import type { Proxy, RedisCluster, RedisSentinel, RedisServer } from '../../scripts/redis'
 import { SECRET } from './app'
 
-function onPath (name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir === '') continue
-    try {
-      accessSync(join(dir, name), constants.X_OK)
-      return join(dir, name)
-    } catch {}
-  }
-  return null
-}
+export type { Proxy, RedisCluster, RedisSentinel, RedisServer }
+export const { REDIS_SERVER, REDIS_CLI, command, info, waitFor } = launcher
 
-export const REDIS_SERVER = onPath('redis-server')
-const MISSING = 'redis-server is not on PATH (Debian: apt-get install redis-server)'
+function underCI (): boolean {
+  return process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false'
+}
 
 /**
- * The `skip` option for a test that needs redis-server: `false` when it can run, the reason
- * otherwise. Under CI a missing redis-server is a failure, not a skip.
+ * The `skip` option for a test that needs redis-server (and, with `cli`, redis-cli):
+ * `false` when it can run, the reason otherwise. Under CI a missing one is a failure, not a skip.
  */
-export function redisSkip (t: Test): string | false {
-  if (REDIS_SERVER !== null) return false
-  if (process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false') {
-    t.fail(`${MISSING}; CI requires it`)
-  }
-  return MISSING
+export function redisSkip (t: Test, { cli = false } = {}): string | false {
+  const missing = REDIS_SERVER === null
+    ? launcher.MISSING
+    : cli && REDIS_CLI === null ? 'redis-cli is not on PATH (Debian: apt-get install redis-tools)' : null
+  if (missing === null) return false
+  if (underCI()) t.fail(`${missing}; CI requires it`)
+  return missing
 }
 
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
+/** Starts a redis-server (with `args` added) for this test; it is killed in the test's teardown. */
+export async function startRedis (t: Test, args: string[] = []): Promise<RedisServer> {
+  const server = await launcher.startRedis(args)
+  t.teardown(() => server.stop())
+  return server
 }
 
-export interface RedisServer {
-  port: number
-  /** `redis://127.0.0.1:PORT` */
-  url: string
-  /** SIGKILL: the server is gone, connections are reset */
-  kill (): Promise<void>
-  /** starts it again on the same port, empty */
-  restart (): Promise<void>
-  /** SIGSTOP: connections stay open but nothing answers */
-  pause (): void
-  /** SIGCONT */
-  resume (): void
+/** A 3-primary, 3-replica Redis Cluster for this test, stopped in teardown. */
+export async function startCluster (t: Test): Promise<RedisCluster> {
+  const cluster = await launcher.startCluster({ primaries: 3, replicas: 1 })
+  t.teardown(() => cluster.stop())
+  return cluster
 }
 
-// servers still running when this process exits (a test that timed out, a crash): killed then
-const running = new Set<ChildProcess>()
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL')
-})
-
-function launch (port: number): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(REDIS_SERVER as string, [
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--protected-mode', 'no', '--loglevel', 'notice', '--logfile', ''
-    ], { stdio: ['ignore', 'pipe', 'pipe'] })
-    running.add(child)
-    child.once('exit', () => { running.delete(child) })
-    let output = ''
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString()
-      if (output.includes('Ready to accept connections')) {
-        child.stdout?.off('data', onData)
-        child.stdout?.resume()
-        child.off('exit', onExit)
-        resolve(child)
-      }
-    }
-    const onExit = (code: number | null): void => {
-      reject(new Error(`redis-server exited (${String(code)}) before it was ready: ${output.slice(-500)}`))
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.once('exit', onExit)
-    child.once('error', reject)
-  })
+/** A primary, a replica and 3 Sentinels for this test, stopped in teardown. */
+export async function startSentinel (t: Test, options?: Parameters<typeof launcher.startSentinel>[0]): Promise<RedisSentinel> {
+  const sentinel = await launcher.startSentinel(options)
+  t.teardown(() => sentinel.stop())
+  return sentinel
 }
 
-function stop (child: ChildProcess | null): Promise<void> {
-  if (child === null || child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve())
-    // a stopped process takes SIGKILL too, but SIGCONT first keeps it tidy
-    child.kill('SIGCONT')
-    child.kill('SIGKILL')
-  })
+/** A TCP proxy to `port` for this test, closed in teardown. */
+export async function startProxy (t: Test, port: number): Promise<Proxy> {
+  const proxy = await launcher.startProxy(port)
+  t.teardown(() => proxy.close())
+  return proxy
 }
 
-/** Starts a redis-server for this test; it is killed in the test's teardown. */
-export async function startRedis (t: Test): Promise<RedisServer> {
-  let child: ChildProcess | null = null
-  let port = 0
-  for (let attempt = 0; child === null; attempt++) {
-    port = await freePort()
-    try {
-      child = await launch(port)
-    } catch (err) {
-      // another process may have taken the port in between; try another one
-      if (attempt === 4) throw err
-    }
-  }
-  t.teardown(() => stop(child))
-  return {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    async kill () {
-      await stop(child)
-      child = null
-    },
-    async restart () {
-      await stop(child)
-      child = await launch(port)
-    },
-    pause () {
-      child?.kill('SIGSTOP')
-    },
-    resume () {
-      child?.kill('SIGCONT')
-    }
-  }
-}
+export type ClientKind = 'node-redis' | 'ioredis' | 'iovalkey'
+export const CLIENT_KINDS: ClientKind[] = ['node-redis', 'ioredis', 'iovalkey']
 
-export type ClientKind = 'node-redis' | 'ioredis'
-export const CLIENT_KINDS: ClientKind[] = ['node-redis', 'ioredis']
+export interface TestClient {
+  client: RedisClientLike
+  /** every `error` event the client emitted */
+  errors: Error[]
+}
 
 /**
- * A connected client of either library, closed in teardown. Errors are listened to (and
- * kept), as an application must: an `error` event with no listener would crash the process.
+ * A connected standalone client of the given library, closed in teardown. Errors are listened
+ * to (and kept), as an application must: an `error` event with no listener would crash the
+ * process.
  */
-export async function redisClient (t: Test, kind: ClientKind, url: string): Promise<{ client: RedisClientLike, command (...args: string[]): Promise<unknown>, errors: Error[] }> {
+export async function redisClient (t: Test, kind: ClientKind, url: string): Promise<TestClient & { command (...args: string[]): Promise<unknown> }> {
   const errors: Error[] = []
   if (kind === 'node-redis') {
     const client = createClient({ url })
@@ -164,11 +91,48 @@ export async function redisClient (t: Test, kind: ClientKind, url: string): Prom
     t.teardown(() => { client.destroy() })
     return { client, command: (...args) => client.sendCommand(args), errors }
   }
-  const client = new IORedis(url, { lazyConnect: true })
+  const Library = kind === 'ioredis' ? IORedis : IOValkey
+  const client = new Library(url, { lazyConnect: true })
   client.on('error', (err: Error) => { errors.push(err) })
   await client.connect()
   t.teardown(() => { client.disconnect() })
   return { client, command: (...args) => client.call(args[0] as string, ...args.slice(1)), errors }
+}
+
+/** A connected cluster client (node-redis `createCluster`, ioredis / iovalkey `Cluster`), closed in teardown. */
+export async function clusterClient (t: Test, kind: ClientKind, cluster: RedisCluster): Promise<TestClient> {
+  const errors: Error[] = []
+  if (kind === 'node-redis') {
+    const client = createCluster({ rootNodes: cluster.startNodes.map((n) => ({ url: `redis://${n.host}:${n.port}` })) })
+    client.on('error', (err: Error) => { errors.push(err) })
+    await client.connect()
+    t.teardown(() => { client.destroy() })
+    return { client, errors }
+  }
+  const Library = kind === 'ioredis' ? IORedisCluster : IOValkeyCluster
+  const client = new Library(cluster.startNodes, { lazyConnect: true })
+  client.on('error', (err: Error) => { errors.push(err) })
+  await client.connect()
+  t.teardown(() => { client.disconnect() })
+  return { client, errors }
+}
+
+/** A connected client that finds the primary through the Sentinels, closed in teardown. */
+export async function sentinelClient (t: Test, kind: ClientKind, sentinel: RedisSentinel): Promise<TestClient> {
+  const errors: Error[] = []
+  if (kind === 'node-redis') {
+    const client = createSentinel({ name: sentinel.name, sentinelRootNodes: sentinel.sentinelNodes })
+    client.on('error', (err: Error) => { errors.push(err) })
+    await client.connect()
+    t.teardown(() => client.destroy())
+    return { client, errors }
+  }
+  const Library = kind === 'ioredis' ? IORedis : IOValkey
+  const client = new Library({ sentinels: sentinel.sentinelNodes, name: sentinel.name, lazyConnect: true })
+  client.on('error', (err: Error) => { errors.push(err) })
+  await client.connect()
+  t.teardown(() => { client.disconnect() })
+  return { client, errors }
 }
 
 /**
