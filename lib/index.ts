@@ -66,5 +66,5 @@ export { createOriginMatcher, type OriginEntry, type OriginMatcher, type OriginF
 export { consumeWebsocketToken, issueWebsocketToken, type IssueOptions } from './backends/session'
 export type { SessionLike } from './session'
 export { memoryTokenStore, type MemoryTokenStore, type MemoryTokenStoreOptions } from './stores/memory'
-export { redisTokenStore, type RedisTokenStoreOptions, type RedisClientLike } from './stores/redis'
+export { redisTokenStore, type RedisTokenStore, type RedisTokenStoreOptions, type RedisDurability, type RedisClientLike } from './stores/redis'
 export type { TokenStore, StoredToken, ConsumeOutcome } from './stores/types'

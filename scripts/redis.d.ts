@@ -16,6 +16,9 @@ export declare function info (port: number, section: string): Promise<Record<str
 /** polls `check` until it resolves truthy; rejects naming `what` after `limit` ms */
 export declare function waitFor<T> (what: string, check: () => Promise<T> | T, options?: { limit?: number, every?: number }): Promise<T>
 
+/** waits until the server on `port` counts `count` (default 1) replicas as online, as WAIT does */
+export declare function replicasOnline (port: number, count?: number, options?: { limit?: number, every?: number }): Promise<boolean>
+
 export interface RedisServer {
   host: string
   port: number

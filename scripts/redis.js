@@ -153,6 +153,18 @@ async function waitFor (what, check, { limit = 20_000, every = 25 } = {}) {
   }
 }
 
+/**
+ * Waits until the server on `port` counts `count` replicas as online. A replica whose link
+ * is up is not yet counted by WAIT: a diskless sync puts it online at its first REPLCONF ACK,
+ * which it sends once a second.
+ */
+function replicasOnline (port, count = 1, options) {
+  return waitFor(`${count} replica(s) of ${port} online`, async () => {
+    const repl = await info(port, 'replication')
+    return Object.keys(repl).filter((k) => /^slave\d+$/.test(k) && repl[k].includes('state=online')).length >= count
+  }, options)
+}
+
 // ---------------------------------------------------------------------------------------
 // Processes.
 
@@ -334,6 +346,9 @@ async function startCluster ({ primaries = 3, replicas = 1, args = [] } = {}) {
       }
       return true
     })
+    for (const node of nodes) {
+      if ((await info(node.port, 'replication')).role === 'master') await replicasOnline(node.port, replicas)
+    }
   } catch (err) {
     await stopAll(nodes)
     throw err
@@ -376,7 +391,7 @@ async function startSentinel ({ name = 'ws-guard', sentinels = 3, quorum = 2, do
     started.push(primary)
     const replica = await startRedis(['--replicaof', HOST, String(primary.port)])
     started.push(replica)
-    await waitFor('replica in sync', async () => (await info(replica.port, 'replication')).master_link_status === 'up')
+    await replicasOnline(primary.port)
     const watchers = await Promise.all(Array.from({ length: sentinels }, () => startSentinelProcess(name, primary.port, quorum, downAfter, failoverTimeout)))
     started.push(...watchers)
     await waitFor('sentinels ready', async () => {
@@ -461,6 +476,10 @@ async function startProxy (target) {
   const counter = { roundTrips: 0 }
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, HOST)
+    // as Redis does on its own sockets: Nagle's wait for an ACK that the other side delays
+    // would add some 40 ms to many small exchanges
+    client.setNoDelay(true)
+    upstream.setNoDelay(true)
     const pair = { client, upstream }
     pairs.add(pair)
     let answered = true
@@ -535,6 +554,7 @@ module.exports = {
   command,
   info,
   waitFor,
+  replicasOnline,
   startRedis,
   startCluster,
   startSentinel,

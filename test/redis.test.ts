@@ -3,7 +3,7 @@
 import t from 'tap'
 import { redisTokenStore, type StoredToken, type TokenStore } from '../lib/index'
 import { hashToken, generateToken } from '../lib/tokens'
-import { CLIENT_KINDS, monitor, redisClient, redisSkip, startRedis } from './helpers/redis'
+import { CLIENT_KINDS, redisClient, redisSkip, startProxy, startRedis, tracedClient, waitFor, replicasOnline } from './helpers/redis'
 
 function record (expiresIn: number, path: string | null = null): { token: string, record: StoredToken } {
   const token = generateToken()
@@ -27,6 +27,28 @@ t.test('options are checked when the store is made', async (t) => {
   t.throws(() => redisTokenStore({ client: { eval () {}, evalsha () {}, pipeline () {} } } as any), coded(clientMessage))
   t.throws(() => redisTokenStore({ client: { evalSha () {} } } as any), coded(clientMessage))
   t.throws(() => redisTokenStore({ client: { eval () {}, evalSha () {} } } as any), coded(clientMessage))
+
+  // the shape of a node-redis client is enough to reach the other checks; nothing is sent
+  const client = { eval () {}, evalSha () {}, multi () {} } as any
+  t.throws(() => redisTokenStore({ client, prefx: 'a:' } as any), coded(/unknown option prefx \(known: client, prefix, durability\)/))
+  t.throws(() => redisTokenStore({ client, prefix: 1 as any }), coded(/prefix must be a string/))
+  t.throws(() => redisTokenStore({ client, prefix: 'app{1}:' }), coded(/prefix must not contain \{ or \}/))
+  t.throws(() => redisTokenStore({ client, prefix: 'app}' }), coded(/prefix must not contain \{ or \}/))
+  for (const durability of [null, true, 1, 'replicas']) {
+    t.throws(() => redisTokenStore({ client, durability } as any), coded(/durability must be an object \{ replicas, timeout\? \}/), `durability: ${String(durability)}`)
+  }
+  for (const replicas of [undefined, 0, -1, 1.5, '1', Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53]) {
+    t.throws(() => redisTokenStore({ client, durability: { replicas } } as any), coded(/durability.replicas must be a positive integer/), `replicas: ${String(replicas)}`)
+  }
+  for (const timeout of [0, -5, Number.NaN, Number.POSITIVE_INFINITY, '100', 2 ** 31]) {
+    t.throws(() => redisTokenStore({ client, durability: { replicas: 1, timeout } } as any), coded(/durability.timeout must be a positive number of milliseconds, at most 2147483647/), `timeout: ${String(timeout)}`)
+  }
+  t.throws(() => redisTokenStore({ client, durability: { replicas: 1, timeOut: 5 } } as any), coded(/unknown option durability.timeOut \(known: replicas, timeout\)/))
+  t.ok(redisTokenStore({ client, durability: { replicas: 2 } }), 'timeout has a default')
+  t.ok(redisTokenStore({ client, durability: { replicas: 1, timeout: 0.5 } }), 'a fraction of a millisecond waits 1 ms')
+  t.ok(redisTokenStore({ client, durability: undefined }), 'durability off')
+  t.equal(typeof redisTokenStore({ client }).revoke, 'function')
+  t.equal(redisTokenStore({ client }).close, undefined, 'the client is yours: nothing to close')
 })
 
 for (const kind of CLIENT_KINDS) {
@@ -34,10 +56,6 @@ for (const kind of CLIENT_KINDS) {
     const redis = await startRedis(t)
     const { client, command } = await redisClient(t, kind, redis.url)
     const store = redisTokenStore({ client })
-
-    t.test('prefix must be a string', async (t) => {
-      t.throws(() => redisTokenStore({ client, prefix: 1 as any }), /prefix must be a string/)
-    })
 
     t.test('consume follows findToken: only a match, unexpired, on its path, is removed', async (t) => {
       const id = 'rules-' + kind
@@ -154,29 +172,46 @@ for (const kind of CLIENT_KINDS) {
     })
 
     t.test('one round trip per issue and per consume; EVAL only when Redis lost the script', async (t) => {
-      const info = String(await command('CLIENT', 'INFO'))
-      const addr = /addr=(\S+)/.exec(info)?.[1] as string
-      const mon = await monitor(t, redis.port)
-      const mine = async (fn: () => Promise<unknown>): Promise<string[]> => {
-        await mon.settle()
-        const from = mon.seen.length
-        await fn()
-        await mon.settle()
-        return mon.seen.slice(from).filter((c) => c.addr === addr).map((c) => (c.args[0] as string).toUpperCase())
-      }
+      const traced = await tracedClient(t, kind, redis)
+      const tracedStore = redisTokenStore({ client: traced.client })
       const one = record(60_000)
       const two = record(60_000)
-      t.same(await mine(() => store.issue('rt', one.record, 8)), ['EVALSHA'], 'issue')
-      t.same(await mine(() => store.issue('rt', two.record, 8)), ['EVALSHA'], 'issue')
-      t.same(await mine(() => store.consume('rt', one.record.hash, '/chat', Date.now())), ['EVALSHA'], 'consume')
-      t.same(await mine(() => store.consume('rt', one.record.hash, '/chat', Date.now())), ['EVALSHA'], 'refused consume')
-      await command('SCRIPT', 'FLUSH')
       const three = record(60_000)
-      t.same(await mine(() => store.issue('rt', three.record, 8)), ['EVALSHA', 'EVAL'], 'issue after SCRIPT FLUSH')
-      t.same(await mine(() => store.consume('rt', two.record.hash, '/chat', Date.now())), ['EVALSHA', 'EVAL'], 'consume after SCRIPT FLUSH')
-      t.same(await mine(() => store.consume('rt', three.record.hash, '/chat', Date.now())), ['EVALSHA'], 'consume once loaded')
-      // nothing in the hot path scans keys
-      t.notOk(mon.seen.some((c) => /^(KEYS|SCAN)$/i.test(c.args[0] as string)))
+      const steps: Array<[string, () => Promise<unknown>, string[], number]> = [
+        ['issue', () => tracedStore.issue('rt', one.record, 8), ['EVALSHA'], 1],
+        ['issue', () => tracedStore.issue('rt', two.record, 8), ['EVALSHA'], 1],
+        ['consume', () => tracedStore.consume('rt', one.record.hash, '/chat', Date.now()), ['EVALSHA'], 1],
+        ['refused consume', () => tracedStore.consume('rt', one.record.hash, '/chat', Date.now()), ['EVALSHA'], 1],
+        ['SCRIPT FLUSH', () => command('SCRIPT', 'FLUSH'), [], 0],
+        ['issue after SCRIPT FLUSH', () => tracedStore.issue('rt', three.record, 8), ['EVALSHA', 'EVAL'], 2],
+        ['consume after SCRIPT FLUSH', () => tracedStore.consume('rt', two.record.hash, '/chat', Date.now()), ['EVALSHA', 'EVAL'], 2],
+        ['consume once loaded', () => tracedStore.consume('rt', three.record.hash, '/chat', Date.now()), ['EVALSHA'], 1],
+        ['revoke', () => tracedStore.revoke('rt'), ['DEL'], 1]
+      ]
+      for (const [what, fn, commands, roundTrips] of steps) {
+        const seen = await traced.trace(fn)
+        t.equal(seen.error, undefined, `${what}: no error`)
+        t.same(seen.commands, commands, `${what}: ${commands.join(', ') || 'nothing'}`)
+        t.equal(seen.roundTrips, roundTrips, `${what}: ${roundTrips} round trip(s)`)
+      }
+    })
+
+    t.test('revoke drops every outstanding token of an id, and only of that id', async (t) => {
+      const id = 'revoke-' + kind
+      const tokens = [record(60_000), record(60_000, '/chat')]
+      const other = record(60_000)
+      for (const one of tokens) await store.issue(id, one.record, 8)
+      await store.issue(id + '-other', other.record, 8)
+      await store.revoke(id)
+      t.equal(await command('EXISTS', 'ws-guard:{' + id + '}'), 0)
+      for (const one of tokens) t.equal(await store.consume(id, one.record.hash, '/chat', Date.now()), 'none-stored')
+      // a token issued after the revocation works
+      const after = record(60_000)
+      await store.issue(id, after.record, 8)
+      t.equal(await store.consume(id, after.record.hash, '/chat', Date.now()), 'consumed')
+      t.equal(await store.consume(id + '-other', other.record.hash, '/chat', Date.now()), 'consumed')
+      // nothing to revoke is no error
+      await store.revoke('never-issued-' + kind)
     })
 
     t.test('a token consumed at once through several connections is consumed once', async (t) => {
@@ -202,6 +237,85 @@ for (const kind of CLIENT_KINDS) {
         // -1 is a key without expiry; -2 one that expired in between
         t.not(Number(await command('PTTL', key)), -1, `${key} expires`)
       }
+    })
+  })
+}
+
+for (const kind of CLIENT_KINDS) {
+  t.test(`durability through ${kind}: WAIT pipelined on the consume's connection`, { skip: redisSkip(t) }, async (t) => {
+    const primary = await startRedis(t)
+    // the replication link runs through a proxy the test can hold
+    const link = await startProxy(t, primary.port)
+    const replica = await startRedis(t, ['--replicaof', '127.0.0.1', String(link.port)])
+    await replicasOnline(primary.port)
+    const traced = await tracedClient(t, kind, primary)
+    // generous where the replica acknowledges (a loaded machine is slow), short where it cannot
+    const store = redisTokenStore({ client: traced.client, durability: { replicas: 1, timeout: 5000 } })
+    const held = redisTokenStore({ client: traced.client, durability: { replicas: 1, timeout: 100 } })
+    const onReplica = (id: string, one: { record: StoredToken }): Promise<number> => replica.command('HEXISTS', `ws-guard:{${id}}`, one.record.hash)
+
+    t.test('a consume counts once the replica holds it: EVALSHA then WAIT, one round trip', async (t) => {
+      const id = 'durable-' + kind
+      const one = record(60_000)
+      const two = record(60_000)
+      const three = record(60_000)
+      // a new server has neither script yet
+      await store.issue(id, three.record, 8)
+      await store.consume(id, three.record.hash, '/chat', Date.now())
+      const steps: Array<[string, () => Promise<unknown>, unknown, string[], number]> = [
+        // issuing waits for nobody: a token a failover loses is refused, never accepted twice
+        ['issue', () => store.issue(id, one.record, 8), undefined, ['EVALSHA'], 1],
+        ['issue', () => store.issue(id, two.record, 8), undefined, ['EVALSHA'], 1],
+        ['consume', () => store.consume(id, one.record.hash, '/chat', Date.now()), 'consumed', ['EVALSHA', 'WAIT'], 1],
+        ['refused consume', () => store.consume(id, one.record.hash, '/chat', Date.now()), 'mismatch', ['EVALSHA', 'WAIT'], 1],
+        ['SCRIPT FLUSH', () => primary.command('SCRIPT', 'FLUSH'), 'OK', [], 0],
+        ['consume after SCRIPT FLUSH', () => store.consume(id, two.record.hash, '/chat', Date.now()), 'consumed', ['EVALSHA', 'WAIT', 'EVAL', 'WAIT'], 2],
+        ['issue', () => store.issue(id, three.record, 8), undefined, ['EVALSHA', 'EVAL'], 2],
+        ['revoke', () => store.revoke(id), undefined, ['DEL', 'WAIT'], 1]
+      ]
+      for (const [what, fn, value, commands, roundTrips] of steps) {
+        const seen = await traced.trace(fn)
+        t.equal(seen.error, undefined, `${what}: no error`)
+        t.equal(seen.value, value, `${what}: ${String(value)}`)
+        t.same(seen.commands, commands, `${what}: ${commands.join(', ') || 'nothing'}`)
+        t.equal(seen.roundTrips, roundTrips, `${what}: ${roundTrips} round trip(s)`)
+      }
+      // acknowledged means applied on the replica: nothing there to bring back
+      t.equal(await onReplica(id, one), 0)
+      t.equal(await onReplica(id, two), 0)
+      t.equal(await onReplica(id, three), 0, 'the revocation too')
+    })
+
+    t.test('too few acknowledgements within the timeout: an error, and the token stays spent', async (t) => {
+      const id = 'held-' + kind
+      const one = record(60_000)
+      const two = record(60_000)
+      await store.issue(id, one.record, 8)
+      await store.issue(id, two.record, 8)
+      await waitFor('tokens on the replica', async () => await onReplica(id, two) === 1)
+      link.pause()
+      try {
+        await t.rejects(held.consume(id, one.record.hash, '/chat', Date.now()), /^redisTokenStore: 0 of 1 replicas acknowledged the consume within 100 ms$/)
+        // spent on the primary: never accepted again, though its consume failed
+        t.equal(await held.consume(id, one.record.hash, '/chat', Date.now()), 'mismatch')
+        t.equal(await held.consume(id, hashToken(generateToken()), '/chat', Date.now()), 'mismatch', 'a refusal needs no acknowledgement')
+        await t.rejects(held.revoke(id), /^redisTokenStore: 0 of 1 replicas acknowledged the revocation within 100 ms$/)
+        t.equal(await onReplica(id, one), 1, 'the replica still holds the token: this is what a failover would bring back')
+      } finally {
+        link.resume()
+      }
+      // the held writes arrive; the link works again
+      await waitFor('revocation on the replica', async () => await onReplica(id, two) === 0)
+      const three = record(60_000)
+      await store.issue(id, three.record, 8)
+      t.equal(await store.consume(id, three.record.hash, '/chat', Date.now()), 'consumed')
+    })
+
+    t.test('more replicas asked for than there are: an error', async (t) => {
+      const greedy = redisTokenStore({ client: traced.client, durability: { replicas: 2, timeout: 50 } })
+      const one = record(60_000)
+      await greedy.issue('greedy-' + kind, one.record, 8)
+      await t.rejects(greedy.consume('greedy-' + kind, one.record.hash, '/chat', Date.now()), /^redisTokenStore: 1 of 2 replicas acknowledged the consume within 50 ms$/)
     })
   })
 }

@@ -21,7 +21,7 @@ import type { Proxy, RedisCluster, RedisSentinel, RedisServer } from '../../scri
 import { SECRET } from './app'
 
 export type { Proxy, RedisCluster, RedisSentinel, RedisServer }
-export const { REDIS_SERVER, REDIS_CLI, command, info, waitFor } = launcher
+export const { REDIS_SERVER, REDIS_CLI, command, info, waitFor, replicasOnline } = launcher
 
 function underCI (): boolean {
   return process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false'
@@ -177,6 +177,49 @@ export async function monitor (t: Test, port: number): Promise<{ seen: Array<{ a
       await pinger.sendCommand(['ECHO', marker])
       await done
       waiter = null
+    }
+  }
+}
+
+export interface Traced {
+  /** the commands the server ran for this connection, upper-cased names only */
+  commands: string[]
+  /** request/answer exchanges on the wire */
+  roundTrips: number
+  /** what `fn` resolved with, or `undefined` */
+  value: unknown
+  /** what `fn` rejected with, or `undefined` */
+  error: unknown
+}
+
+/**
+ * A client of `kind` whose connection to `server` runs through a counting proxy, and
+ * `trace(fn)`: what `fn` made that connection do, as MONITOR saw it on the server and as the
+ * proxy counted it on the wire.
+ */
+export async function tracedClient (t: Test, kind: ClientKind, server: RedisServer): Promise<TestClient & { command (...args: string[]): Promise<unknown>, trace (fn: () => Promise<unknown>): Promise<Traced> }> {
+  const proxy = await startProxy(t, server.port)
+  const traced = await redisClient(t, kind, `redis://127.0.0.1:${proxy.port}`)
+  // the server sees the proxy's side of the connection
+  const addr = /addr=(\S+)/.exec(String(await traced.command('CLIENT', 'INFO')))?.[1] as string
+  const mon = await monitor(t, server.port)
+  return {
+    ...traced,
+    async trace (fn) {
+      await mon.settle()
+      const from = mon.seen.length
+      const trips = proxy.roundTrips
+      let value: unknown
+      let error: unknown
+      try {
+        value = await fn()
+      } catch (err) {
+        error = err
+      }
+      const roundTrips = proxy.roundTrips - trips
+      await mon.settle()
+      const commands = mon.seen.slice(from).filter((c) => c.addr === addr).map((c) => (c.args[0] as string).toUpperCase())
+      return { commands, roundTrips, value, error }
     }
   }
 }
