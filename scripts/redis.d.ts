@@ -47,6 +47,12 @@ export interface RedisCluster {
   startNodes: Array<{ host: string, port: number }>
   /** the primary and replicas serving `slot`, as `via` (default: the first node) sees them */
   shard (slot: number, via?: RedisServer): Promise<{ primary: RedisServer, replicas: RedisServer[] }>
+  /**
+   * CLUSTER FAILOVER on a replica of `slot`'s primary, once the replica accepted it; `done`
+   * resolves once every node agrees that the replica serves the slot and the old primary is
+   * its replica, in sync
+   */
+  failover (slot: number): Promise<{ from: RedisServer, to: RedisServer, done: Promise<unknown> }>
   stop (): Promise<void>
 }
 

@@ -319,7 +319,7 @@ async function startCluster ({ primaries = 3, replicas = 1, args = [] } = {}) {
     '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
     // how long before a node is deemed failed: short, but not so short that a loaded
     // machine fails nodes on its own
-    '--cluster-node-timeout', '3000', ...args
+    '--cluster-node-timeout', '2000', ...args
   ]
   const nodes = await Promise.all(Array.from({ length: count }, () => startRedis(nodeArgs, { ports: 2 })))
   try {
@@ -341,6 +341,9 @@ async function startCluster ({ primaries = 3, replicas = 1, args = [] } = {}) {
         if (!/cluster_state:ok/.test(text) || !new RegExp(`cluster_known_nodes:${count}\\b`).test(text)) return false
         const rows = await clusterNodes(node.port)
         if (rows.some((r) => r.flags.some((f) => /fail|handshake|noaddr/.test(f)))) return false
+        // a node learns by gossip that another one became a replica: until then it is an
+        // empty primary in its view
+        if (rows.filter((r) => r.flags.includes('slave')).length !== primaries * replicas) return false
         const repl = await info(node.port, 'replication')
         if (repl.role === 'slave' && repl.master_link_status !== 'up') return false
       }
@@ -370,6 +373,37 @@ async function startCluster ({ primaries = 3, replicas = 1, args = [] } = {}) {
         primary: byPort(primary.port),
         replicas: rows.filter((r) => r.master === primary.id && !r.flags.some((f) => /fail/.test(f))).map((r) => byPort(r.port))
       }
+    },
+    /**
+     * Sends `CLUSTER FAILOVER` to a replica of `slot`'s primary and resolves once the replica
+     * has accepted it, with `{ from, to, done }`: `done` resolves once every node sees the
+     * replica as the slot's primary and the old primary as its replica, in sync and counted
+     * by WAIT.
+     */
+    async failover (slot) {
+      const { primary, replicas: [replica] } = await this.shard(slot)
+      if (replica === undefined) throw new Error(`slot ${slot} has no replica`)
+      await command(replica.port, ['CLUSTER', 'FAILOVER'])
+      let asked = Date.now()
+      const done = waitFor(`failover of slot ${slot} to ${replica.port}`, async () => {
+        let agreed = true
+        for (const node of nodes) {
+          const view = await this.shard(slot, node)
+          if (view.primary !== replica || !view.replicas.includes(primary)) agreed = false
+        }
+        if (agreed) return (await info(primary.port, 'replication')).master_link_status === 'up'
+        // The primaries refuse to vote twice for a replica of the same primary within twice
+        // the node timeout, and a manual failover gives up after 5 s: a failover the same way
+        // as a recent one is asked again until it gets its votes
+        if (Date.now() - asked > 5500) {
+          asked = Date.now()
+          await command(replica.port, ['CLUSTER', 'FAILOVER'])
+        }
+        return false
+      }, { limit: 30_000, every: 50 }).then(() => replicasOnline(replica.port, replicas))
+      // awaited by the caller; a rejection is theirs, but never unhandled meanwhile
+      done.catch(() => {})
+      return { from: primary, to: replica, done }
     },
     stop: () => stopAll(nodes)
   }

@@ -100,7 +100,7 @@ export async function redisClient (t: Test, kind: ClientKind, url: string): Prom
 }
 
 /** A connected cluster client (node-redis `createCluster`, ioredis / iovalkey `Cluster`), closed in teardown. */
-export async function clusterClient (t: Test, kind: ClientKind, cluster: RedisCluster): Promise<TestClient> {
+export async function clusterClient (t: Test, kind: ClientKind, cluster: RedisCluster, ioredisOptions: Record<string, unknown> = {}): Promise<TestClient> {
   const errors: Error[] = []
   if (kind === 'node-redis') {
     const client = createCluster({ rootNodes: cluster.startNodes.map((n) => ({ url: `redis://${n.host}:${n.port}` })) })
@@ -110,7 +110,7 @@ export async function clusterClient (t: Test, kind: ClientKind, cluster: RedisCl
     return { client, errors }
   }
   const Library = kind === 'ioredis' ? IORedisCluster : IOValkeyCluster
-  const client = new Library(cluster.startNodes, { lazyConnect: true })
+  const client = new Library(cluster.startNodes, { lazyConnect: true, ...ioredisOptions })
   client.on('error', (err: Error) => { errors.push(err) })
   await client.connect()
   t.teardown(() => { client.disconnect() })
