@@ -224,6 +224,14 @@ export async function tracedClient (t: Test, kind: ClientKind, server: RedisServ
   }
 }
 
+/** Waits until `replica` has applied everything `primary` has written so far. */
+export async function inSync (primary: { port: number }, replica: { port: number }): Promise<void> {
+  await waitFor(`${replica.port} in sync with ${primary.port}`, async () => {
+    const offset = (await info(primary.port, 'replication')).master_repl_offset
+    return offset !== undefined && (await info(replica.port, 'replication')).slave_repl_offset === offset
+  })
+}
+
 /** What a browser on the app's page sends as `Origin`, whichever instance it reaches. */
 export const APP_ORIGIN = 'http://app.test'
 /** 32 bytes shared by every instance's @fastify/secure-session, as in a real deployment */
