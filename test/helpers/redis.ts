@@ -82,17 +82,17 @@ export interface TestClient {
  * to (and kept), as an application must: an `error` event with no listener would crash the
  * process.
  */
-export async function redisClient (t: Test, kind: ClientKind, url: string): Promise<TestClient & { command (...args: string[]): Promise<unknown> }> {
+export async function redisClient (t: Test, kind: ClientKind, url: string, { reconnectEvery }: { reconnectEvery?: number } = {}): Promise<TestClient & { command (...args: string[]): Promise<unknown> }> {
   const errors: Error[] = []
   if (kind === 'node-redis') {
-    const client = createClient({ url })
+    const client = createClient({ url, ...(reconnectEvery === undefined ? {} : { socket: { reconnectStrategy: () => reconnectEvery } }) })
     client.on('error', (err: Error) => { errors.push(err) })
     await client.connect()
     t.teardown(() => { client.destroy() })
     return { client, command: (...args) => client.sendCommand(args), errors }
   }
   const Library = kind === 'ioredis' ? IORedis : IOValkey
-  const client = new Library(url, { lazyConnect: true })
+  const client = new Library(url, { lazyConnect: true, ...(reconnectEvery === undefined ? {} : { retryStrategy: () => reconnectEvery }) })
   client.on('error', (err: Error) => { errors.push(err) })
   await client.connect()
   t.teardown(() => { client.disconnect() })
