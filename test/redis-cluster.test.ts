@@ -284,6 +284,27 @@ t.test('a real Redis Cluster of 3 primaries and 3 replicas', { skip: redisSkip(t
         }
       })
 
+      t.test('while a slot migrates, a durable consume of a key already moved fails closed', async (t) => {
+        // ASK would need the pipeline sent to the importing node after ASKING: not done, so
+        // such a consume is refused (503) until the migration ends; a plain one follows ASK
+        const { client } = await clusterClient(t, kind, cluster)
+        const store = redisTokenStore({ client })
+        const durable = redisTokenStore({ client, durability: { replicas: 1, timeout: 5000 } })
+        const id = 'migrating'
+        const migrating = await slotOf(`ws-guard:{${id}}`)
+        const { primary: source } = await cluster.shard(migrating)
+        const target = (await cluster.shard((migrating + 5461) % 16384)).primary
+        const idOf = async (node: RedisServer): Promise<string> => String(await command(node.port, ['CLUSTER', 'MYID']))
+        await command(target.port, ['CLUSTER', 'SETSLOT', String(migrating), 'IMPORTING', await idOf(source)])
+        await command(source.port, ['CLUSTER', 'SETSLOT', String(migrating), 'MIGRATING', await idOf(target)])
+        t.teardown(async () => {
+          for (const node of [source, target]) await command(node.port, ['CLUSTER', 'SETSLOT', String(migrating), 'STABLE'])
+        })
+        t.equal(await store.consume(id, record().hash, '/chat', Date.now()), 'none-stored', 'a plain consume follows ASK')
+        await t.rejects(durable.consume(id, record().hash, '/chat', Date.now()), /^ASK /)
+        await t.rejects(durable.revoke(id), /^ASK /)
+      })
+
       t.test('a durable consume whose client has not seen the failover follows the slot to its new primary', async (t) => {
         // ioredis would also refresh its slot map every 5 s by itself; this one waits for a MOVED
         const { client } = await clusterClient(t, kind, cluster, { slotsRefreshInterval: 600_000 })

@@ -311,6 +311,12 @@ for (const kind of CLIENT_KINDS) {
       t.equal(await store.consume(id, three.record.hash, '/chat', Date.now()), 'consumed')
     })
 
+    t.test('a Redis error other than NOSCRIPT is passed on', async (t) => {
+      await primary.command('SET', 'ws-guard:{durable-wrongtype}', 'x')
+      await t.rejects(store.consume('durable-wrongtype', hashToken('x'), '/chat', Date.now()), /WRONGTYPE/)
+      await primary.command('DEL', 'ws-guard:{durable-wrongtype}')
+    })
+
     t.test('more replicas asked for than there are: an error', async (t) => {
       const greedy = redisTokenStore({ client: traced.client, durability: { replicas: 2, timeout: 50 } })
       const one = record(60_000)

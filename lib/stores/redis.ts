@@ -159,7 +159,8 @@ interface IORedisPipeline {
   eval (script: string, numKeys: number, ...args: string[]): IORedisPipeline
   del (key: string): IORedisPipeline
   wait (replicas: number, timeout: number): IORedisPipeline
-  exec (): Promise<Array<[Error | null, unknown]> | null>
+  // null is a transaction's answer to a failed WATCH; a pipeline always has its replies
+  exec (): Promise<Array<[Error | null, unknown]>>
 }
 
 interface IORedisClient extends IORedisClientLike {
@@ -185,7 +186,6 @@ function ioredisWire (io: IORedisClient): Wire {
     async withWait (call, replicas, timeout) {
       // an ioredis Cluster sends a pipeline whose keys share a slot to that slot's node
       const results = await add(io.pipeline(), call).wait(replicas, timeout).exec()
-      if (results === null) throw new Error('redisTokenStore: the pipeline was discarded')
       for (const [err] of results) if (err !== null) throw err
       return [results[0]?.[1], results[1]?.[1]]
     },
@@ -349,7 +349,8 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
       const { reply, acks } = await withWait({ op: 'evalsha', script: consumeScript, key, args }, durability)
       const outcome = String(reply) as ConsumeOutcome
       // only a consume writes; a refusal removed nothing a failover could bring back
-      if (outcome === 'consumed' && acks < durability.replicas) throw tooFew('consume', acks, durability)
+      // (written so that an answer that is not a number fails closed too)
+      if (outcome === 'consumed' && !(acks >= durability.replicas)) throw tooFew('consume', acks, durability)
       return outcome
     },
     async revoke (id: string): Promise<void> {
@@ -359,7 +360,7 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
         return
       }
       const { acks } = await withWait({ op: 'del', key }, durability)
-      if (acks < durability.replicas) throw tooFew('revocation', acks, durability)
+      if (!(acks >= durability.replicas)) throw tooFew('revocation', acks, durability)
     }
   }
 }
