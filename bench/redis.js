@@ -5,52 +5,11 @@
 // counts what the network sees, whichever client library is used and however it batches.
 // Latency is measured on a direct connection, alternating consume with a plain GET (one
 // round trip of the same client) as its baseline.
-const { spawn } = require('node:child_process')
-const { accessSync, constants } = require('node:fs')
 const net = require('node:net')
-const { delimiter, join } = require('node:path')
 const { createHash, randomBytes } = require('node:crypto')
 const { loadPackage, median, percentile, serve } = require('./common')
-
-function onPath (name) {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir === '') continue
-    try {
-      accessSync(join(dir, name), constants.X_OK)
-      return join(dir, name)
-    } catch {}
-  }
-  return null
-}
-
-async function freePort () {
-  const server = net.createServer()
-  await new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
-
-function startRedis (bin, port) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--logfile', ''], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let output = ''
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`redis-server did not start: ${output}`)) }, 10_000)
-    child.stdout.on('data', (chunk) => {
-      output += chunk
-      if (output.includes('Ready to accept connections')) {
-        clearTimeout(timer)
-        child.stdout.resume()
-        resolve(child)
-      }
-    })
-    child.stderr.on('data', (chunk) => { output += chunk })
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`redis-server exited (${code}): ${output}`)) })
-  })
-}
+// the one launcher of the tests and the bench: free loopback port, no persistence, killed with this process
+const { REDIS_SERVER, MISSING, startRedis } = require('../scripts/redis')
 
 /** A relay to `port` that counts client round trips. */
 async function countingRelay (port) {
@@ -176,11 +135,10 @@ serve({
     }
     const { mod } = loadPackage()
     if (typeof mod.redisTokenStore !== 'function') return skip('this build exports no redisTokenStore')
-    const bin = onPath('redis-server')
-    if (bin === null) return skip('redis-server is not on PATH (Debian: apt-get install redis-server)')
+    if (REDIS_SERVER === null) return skip(MISSING)
 
-    const port = await freePort()
-    const server = await startRedis(bin, port)
+    const server = await startRedis()
+    const { port } = server
     try {
       for (const name of ['node-redis', 'ioredis']) {
         const rt = await roundTrips(mod.redisTokenStore, port, name, quick ? 50 : 200)
@@ -201,7 +159,7 @@ serve({
         })
       }
     } finally {
-      server.kill('SIGKILL')
+      await server.stop()
     }
     return { rows, notes }
   }

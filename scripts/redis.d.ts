@@ -102,3 +102,13 @@ export interface Proxy {
 }
 
 export declare function startProxy (target: number): Promise<Proxy>
+
+export interface Monitor {
+  /** every command the server ran since, `addr` being `lua` for a script's own calls */
+  seen: Array<{ addr: string, args: string[] }>
+  /** resolves once everything sent before it has been seen */
+  settle (): Promise<void>
+  close (): void
+}
+
+export declare function monitor (port: number): Promise<Monitor>

@@ -491,6 +491,55 @@ async function startSentinelProcess (name, primaryPort, quorum, downAfter, failo
 }
 
 // ---------------------------------------------------------------------------------------
+// MONITOR.
+
+/**
+ * Every command the server on `port` runs, as MONITOR reports it: `seen` holds
+ * `{ addr, args }` (addr `lua` for a script's own calls). `settle()` resolves once everything
+ * sent before it has been seen; `close()` ends the MONITOR connection.
+ */
+async function monitor (port) {
+  const socket = net.connect(port, HOST)
+  const seen = []
+  let buffered = ''
+  let waiter = null
+  await new Promise((resolve, reject) => {
+    socket.once('error', reject)
+    socket.once('connect', () => socket.write('MONITOR\r\n'))
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString()
+      let end
+      while ((end = buffered.indexOf('\r\n')) !== -1) {
+        const line = buffered.slice(0, end)
+        buffered = buffered.slice(end + 2)
+        if (line === '+OK') { resolve(); continue }
+        // +1700000000.123456 [0 127.0.0.1:54321] "EVALSHA" "…" …
+        const match = /^\+[\d.]+ \[\d+ ([^\]]+)\] (.*)$/.exec(line)
+        if (match === null) continue
+        const args = [...match[2].matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1])
+        seen.push({ addr: match[1], args })
+        if (waiter !== null && args[0] === 'ECHO' && args[1] === waiter.marker) waiter.resolve()
+      }
+    })
+  })
+  socket.on('error', () => {})
+  let markers = 0
+  return {
+    seen,
+    async settle () {
+      const marker = `settle-${process.pid}-${++markers}`
+      const done = new Promise((resolve) => { waiter = { marker, resolve } })
+      await command(port, ['ECHO', marker])
+      await done
+      waiter = null
+    },
+    close () {
+      socket.destroy()
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // TCP proxy.
 
 /**
@@ -592,5 +641,6 @@ module.exports = {
   startRedis,
   startCluster,
   startSentinel,
-  startProxy
+  startProxy,
+  monitor
 }
