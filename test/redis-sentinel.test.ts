@@ -50,7 +50,11 @@ t.test('Sentinel failover after the primary is killed', { skip: redisSkip(t) }, 
         const probe = new Client(instance.base, APP_ORIGIN)
         await eventually(t, 'the token route recovers after the promotion', async () => (await probe.getToken()).status === 200, 30_000)
       }
-      t.equal(await sentinel.primaryPort(), sentinel.replica.port, 'the Sentinels promoted the replica')
+      // the Sentinel that led the failover tells the others within a hello period (2 s)
+      await eventually(t, 'every Sentinel names the replica as the primary', async () => {
+        const ports = await Promise.all(sentinel.sentinels.map(async (s) => Number((await s.command('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', sentinel.name))[1])))
+        return ports.every((port) => port === sentinel.replica.port)
+      })
 
       const fresh = await user.token()
       const after = await onB().connect('/chat?token=' + fresh)

@@ -309,21 +309,17 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
    * A script the node lacks is sent again by body; a slot that moved (failover, resharding)
    * is looked up again through the cluster client, then the pipeline is sent to its new node.
    */
-  async function withWait (call: Call, { replicas, timeout }: Durability): Promise<{ reply: unknown, acks: number }> {
-    for (let redirections = 0; ; ) {
-      try {
-        const [reply, acks] = await wire.withWait(call, replicas, timeout)
-        return { reply, acks: Number(acks) }
-      } catch (err) {
-        if (call.op === 'evalsha' && startsWith(err, 'NOSCRIPT')) {
-          call = { ...call, op: 'eval' }
-        } else if (startsWith(err, 'MOVED', 'ASK') && redirections++ < 3) {
-          await wire.reroute(call.key)
-        } else {
-          throw err
-        }
-      }
+  async function withWait (call: Call, durability: Durability, redirections = 0): Promise<{ reply: unknown, acks: number }> {
+    let answer: [unknown, unknown]
+    try {
+      answer = await wire.withWait(call, durability.replicas, durability.timeout)
+    } catch (err) {
+      if (call.op === 'evalsha' && startsWith(err, 'NOSCRIPT')) return await withWait({ ...call, op: 'eval' }, durability, redirections)
+      if (!startsWith(err, 'MOVED', 'ASK') || redirections === 3) throw err
+      await wire.reroute(call.key)
+      return await withWait(call, durability, redirections + 1)
     }
+    return { reply: answer[0], acks: Number(answer[1]) }
   }
 
   function tooFew (what: string, acks: number, { replicas, timeout }: Durability): Error {

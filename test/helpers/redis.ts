@@ -5,7 +5,6 @@
  * tests are skipped with the reason, except under CI, where its absence fails the run.
  */
 import type { Test } from 'tap'
-import { connect as connectSocket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import cookie from '@fastify/cookie'
 import session from '@fastify/session'
@@ -17,7 +16,7 @@ import IORedis, { Cluster as IORedisCluster } from 'ioredis'
 import IOValkey, { Cluster as IOValkeyCluster } from 'iovalkey'
 import websocketGuard, { type FastifyWebsocketGuardOptions, type RedisClientLike, type TokenStore } from '../../lib/index'
 import * as launcher from '../../scripts/redis'
-import type { Proxy, RedisCluster, RedisSentinel, RedisServer } from '../../scripts/redis'
+import type { Monitor, Proxy, RedisCluster, RedisSentinel, RedisServer } from '../../scripts/redis'
 import { SECRET } from './app'
 
 export type { Proxy, RedisCluster, RedisSentinel, RedisServer }
@@ -136,49 +135,13 @@ export async function sentinelClient (t: Test, kind: ClientKind, sentinel: Redis
 }
 
 /**
- * Every command Redis runs, as MONITOR reports it: `{ addr, args }`. `settle()` waits until
- * everything sent before it has been seen.
+ * Every command the server on `port` runs, as MONITOR reports it: `{ addr, args }`.
+ * `settle()` waits until everything sent before it has been seen. Closed in teardown.
  */
-export async function monitor (t: Test, port: number): Promise<{ seen: Array<{ addr: string, args: string[] }>, settle (): Promise<void> }> {
-  const socket = connectSocket(port, '127.0.0.1')
-  t.teardown(() => { socket.destroy() })
-  const seen: Array<{ addr: string, args: string[] }> = []
-  let buffered = ''
-  let waiter: { marker: string, resolve: () => void } | null = null
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject)
-    socket.once('connect', () => { socket.write('MONITOR\r\n') })
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      let end
-      while ((end = buffered.indexOf('\r\n')) !== -1) {
-        const line = buffered.slice(0, end)
-        buffered = buffered.slice(end + 2)
-        if (line === '+OK') { resolve(); continue }
-        // +1700000000.123456 [0 127.0.0.1:54321] "EVALSHA" "…" …
-        const match = /^\+[\d.]+ \[\d+ ([^\]]+)\] (.*)$/.exec(line)
-        if (match === null) continue
-        const args = [...(match[2] as string).matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1] as string)
-        seen.push({ addr: match[1] as string, args })
-        if (waiter !== null && args[0] === 'ECHO' && args[1] === waiter.marker) waiter.resolve()
-      }
-    })
-  })
-  const pinger = createClient({ url: `redis://127.0.0.1:${port}` })
-  pinger.on('error', () => {})
-  await pinger.connect()
-  t.teardown(() => { pinger.destroy() })
-  let markers = 0
-  return {
-    seen,
-    async settle () {
-      const marker = `settle-${++markers}`
-      const done = new Promise<void>((resolve) => { waiter = { marker, resolve } })
-      await pinger.sendCommand(['ECHO', marker])
-      await done
-      waiter = null
-    }
-  }
+export async function monitor (t: Test, port: number): Promise<Monitor> {
+  const mon = await launcher.monitor(port)
+  t.teardown(() => { mon.close() })
+  return mon
 }
 
 export interface Traced {
