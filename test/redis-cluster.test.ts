@@ -7,7 +7,7 @@ import { redisTokenStore } from '../lib/index'
 import { generateToken, hashToken } from '../lib/tokens'
 import { Client, close, type ConnectResult } from './helpers/app'
 import {
-  APP_ORIGIN, CLIENT_KINDS, buildInstance, clusterClient, command, info, monitor, redisClient, redisSkip,
+  APP_ORIGIN, CLIENT_KINDS, buildInstance, clusterClient, command, info, monitor, proxiedClusterClient, redisClient, redisSkip,
   startCluster, startRedis, waitFor, type Instance, type RedisCluster, type RedisServer
 } from './helpers/redis'
 
@@ -218,9 +218,9 @@ t.test('a real Redis Cluster of 3 primaries and 3 replicas', { skip: redisSkip(t
       const slot = await slotOf(key)
       const on = (instance: Instance): Client => Object.assign(new Client(instance.base, APP_ORIGIN), { cookie: user.cookie })
 
-      t.test('each call is one command on the primary of the session\'s slot, and on no other node', async (t) => {
+      t.test('each call is one command (two with durability) in one round trip, on the primary of the session\'s slot and on no other node', async (t) => {
         const { primary } = await cluster.shard(slot)
-        const { client } = await clusterClient(t, kind, cluster)
+        const { client, roundTrips } = await proxiedClusterClient(t, kind, cluster)
         const store = redisTokenStore({ client })
         const durable = redisTokenStore({ client, durability: { replicas: 1, timeout: 5000 } })
         const id = key.slice('ws-guard:{'.length, -1)
@@ -239,7 +239,11 @@ t.test('a real Redis Cluster of 3 primaries and 3 replicas', { skip: redisSkip(t
         ]
         const primaries = await watchPrimaries(t, cluster)
         for (const [what, fn, commands] of steps) {
-          const seen = await primaries.during(key, fn)
+          const trips = roundTrips()
+          const seen = await primaries.during(key, async () => {
+            await fn()
+            t.equal(roundTrips() - trips, 1, `${what}: one round trip`)
+          })
           for (const [port, ours] of seen) {
             if (port !== primary.port) {
               t.same(ours, [], `${what}: nothing on the primary ${port}, which does not serve slot ${slot}`)

@@ -116,6 +116,37 @@ export async function clusterClient (t: Test, kind: ClientKind, cluster: RedisCl
   return { client, errors }
 }
 
+/**
+ * A connected cluster client whose every connection runs through a counting proxy in front of
+ * its node (the nodes' own addresses mapped to the proxies': node-redis `nodeAddressMap`,
+ * ioredis `natMap`); `roundTrips()` is the total of request/answer exchanges so far.
+ */
+export async function proxiedClusterClient (t: Test, kind: ClientKind, cluster: RedisCluster): Promise<TestClient & { roundTrips (): number }> {
+  const proxies = new Map<number, Proxy>()
+  for (const node of cluster.nodes) proxies.set(node.port, await startProxy(t, node.port))
+  const via = (port: number): number => (proxies.get(port) as Proxy).port
+  const roundTrips = (): number => [...proxies.values()].reduce((n, p) => n + p.roundTrips, 0)
+  const errors: Error[] = []
+  const first = cluster.nodes[0] as RedisServer
+  if (kind === 'node-redis') {
+    const client = createCluster({
+      rootNodes: [{ url: `redis://127.0.0.1:${via(first.port)}` }],
+      nodeAddressMap: (address: string) => ({ host: '127.0.0.1', port: via(Number(address.split(':').pop())) })
+    })
+    client.on('error', (err: Error) => { errors.push(err) })
+    await client.connect()
+    t.teardown(() => { client.destroy() })
+    return { client, errors, roundTrips }
+  }
+  const Library = kind === 'ioredis' ? IORedisCluster : IOValkeyCluster
+  const natMap = Object.fromEntries(cluster.nodes.map((n) => [`127.0.0.1:${n.port}`, { host: '127.0.0.1', port: via(n.port) }]))
+  const client = new Library([{ host: '127.0.0.1', port: via(first.port) }], { lazyConnect: true, natMap })
+  client.on('error', (err: Error) => { errors.push(err) })
+  await client.connect()
+  t.teardown(() => { client.disconnect() })
+  return { client, errors, roundTrips }
+}
+
 /** A connected client that finds the primary through the Sentinels, closed in teardown. */
 export async function sentinelClient (t: Test, kind: ClientKind, sentinel: RedisSentinel): Promise<TestClient> {
   const errors: Error[] = []
