@@ -4,7 +4,8 @@
 // consumes again once the Sentinels have promoted the replica, without a restart, and no token
 // opens twice.
 import t from 'tap'
-import { redisTokenStore } from '../lib/index'
+import { redisTokenStore, type RedisClientLike } from '../lib/index'
+import { generateToken, hashToken } from '../lib/tokens'
 import { Client, close } from './helpers/app'
 import {
   APP_ORIGIN, CLIENT_KINDS, buildInstance, eventually, inSync, redisSkip, sentinelClient, startSentinel,
@@ -19,10 +20,19 @@ t.test('Sentinel failover after the primary is killed', { skip: redisSkip(t) }, 
     const sentinel = groups[k] as RedisSentinel
     t.test(`through ${kind}`, async (t) => {
       const instances: Instance[] = []
+      const clients: RedisClientLike[] = []
       for (let i = 0; i < 2; i++) {
         const { client } = await sentinelClient(t, kind, sentinel)
+        clients.push(client)
         instances.push(await buildInstance(t, { sessions: 'secure-session', store: redisTokenStore({ client }), guard: { storeTimeout: 300 } }))
       }
+      // durability through the Sentinels: the pipeline reaches the primary (WAIT on a replica
+      // is an error) and the replica acknowledges
+      const durable = redisTokenStore({ client: clients[0] as RedisClientLike, durability: { replicas: 1, timeout: 5000 } })
+      const record = { hash: hashToken(generateToken()), expiresAt: Date.now() + 60_000, path: null }
+      await durable.issue('durable', record, 8)
+      t.equal(await durable.consume('durable', record.hash, '/chat', Date.now()), 'consumed', 'a durable consume through the Sentinels')
+      t.equal(await sentinel.replica.command('EXISTS', 'ws-guard:{durable}'), 0, 'and the replica has applied it')
       const [a, b] = instances as [Instance, Instance]
       const user = new Client(a.base, APP_ORIGIN)
       const onB = (): Client => Object.assign(new Client(b.base, APP_ORIGIN), { cookie: user.cookie })
