@@ -79,7 +79,7 @@ async function startChat (options, config) {
 
   // What the attacker would get without the guard: the session cookie rides along, so this
   // socket opens as the victim. Only here to show that the guard, not the browser, stops it.
-  app.get('/unguarded', { websocket: true }, (socket, request) => {
+  app.get('/unguarded', { websocket: true, guard: false }, (socket, request) => {
     socket.send(JSON.stringify({ type: 'welcome', name: request.session.get('name') }))
     socket.close()
   })

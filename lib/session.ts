@@ -13,10 +13,14 @@ import type { FastifyRequest } from 'fastify'
  */
 export type SessionLike = { get? (key: string): unknown, set? (key: string, value: unknown): void } | Record<string, any>
 
-/** The request's session, or `null` when the session plugin gave it none. */
+/**
+ * The request's session, or `null` when the session plugin gave it none that can keep a
+ * value: outside its cookie's `path` (or for an absolute-form request target)
+ * @fastify/session leaves a bare `{}`, which would take a token and forget it.
+ */
 export function sessionOf (request: FastifyRequest): SessionLike | null {
-  const session = (request as unknown as { session?: unknown }).session
-  return typeof session === 'object' && session !== null ? session as SessionLike : null
+  const session = (request as unknown as { session?: { get?: unknown } | null }).session
+  return typeof session === 'object' && session !== null && typeof session.get === 'function' ? session as SessionLike : null
 }
 
 export function readSession (session: SessionLike, key: string): unknown {

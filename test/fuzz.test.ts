@@ -312,7 +312,9 @@ function modelPresented (target: string, protocols: string | undefined): Expecte
   if (tokens.length === 0) return check(values[0], { protocols, viaProtocol: false })
   if (tokens.length + values.length > 1) return none
   const rest = trimmed.filter((e) => e !== '' && !e.startsWith(PREFIX))
-  return check((tokens[0] as string).slice(PREFIX.length), { protocols: rest.length === 0 ? undefined : rest.join(', '), viaProtocol: true })
+  // a token entry offered alone would fail the browser's connection once the token is spent
+  if (rest.length === 0) return none
+  return check((tokens[0] as string).slice(PREFIX.length), { protocols: rest.join(', '), viaProtocol: true })
 }
 
 t.test('token presentation parser: only security errors, and exactly the model\'s answer', async (t) => {

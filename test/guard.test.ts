@@ -25,7 +25,7 @@ function refused (t: Test, r: ConnectResult, code: string, secrets: string[] = [
   t.same(Object.keys(r.body ?? {}).sort(), ['code', 'error', 'message', 'statusCode'], `${code}: Fastify's body shape`)
   t.equal(r.body?.statusCode, statusCode)
   t.equal(r.body?.code, code)
-  t.equal(r.body?.error, statusCode === 403 ? 'Forbidden' : 'Service Unavailable')
+  t.equal(r.body?.error, statusCode === 403 ? 'Forbidden' : statusCode === 500 ? 'Internal Server Error' : 'Service Unavailable')
   t.type(r.body?.message, 'string')
   for (const secret of secrets) t.notOk(JSON.stringify(r.body).includes(secret), `${code}: body never shows the token`)
 }
@@ -102,15 +102,15 @@ t.test('transports', async (t) => {
     await opens(t, await client.connect('/chat?wst=' + token3))
   })
 
-  t.test('only the token entry offered: the server selects no protocol, which ws clients refuse', async (t) => {
+  t.test('only the token entry offered: refused before anything is consumed, saying to offer the bare protocol', async (t) => {
     const { base, opened } = await buildApp(t)
     const client = new Client(base)
     const token = await client.token()
-    await t.rejects(client.connect('/chat', { protocols: ['websocket-guard.' + token] }), /no subprotocol/i)
-    // the server side upgraded (the token is consumed), but without echoing the token entry
-    t.equal(opened.length, 1)
-    t.equal(opened[0]?.protocol, '')
-    refused(t, await client.connect('/chat?token=' + token), 'WS_GUARD_NO_TOKEN_STORED', [token])
+    const alone = await client.connect('/chat', { protocols: ['websocket-guard.' + token] })
+    refused(t, alone, 'WS_GUARD_NO_TOKEN_PRESENTED', [token])
+    t.match(alone.body.message, /offered alone: offer the bare protocol too/)
+    t.equal(opened.length, 0, 'nothing upgraded')
+    await opens(t, await client.connect('/chat?token=' + token))
   })
 })
 
@@ -130,8 +130,7 @@ t.test('request.websocketGuard', async (t) => {
   t.same(opened[0]?.websocketGuard, { origin: base, token }, 'guarded: normalised origin and consumed token')
 
   const open = await client.connect('/open', { origin: 'https://evil.example' })
-  t.equal(open.opened, true, 'an unguarded route checks nothing')
-  await close(open)
+  t.equal(open.body?.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED', 'a websocket route without guard is guarded (guardAll)')
   const off = await client.connect('/off', { origin: 'https://evil.example' })
   t.equal(off.opened, true, 'guard: false checks nothing')
   await close(off)
@@ -140,7 +139,7 @@ t.test('request.websocketGuard', async (t) => {
   await close(originOnly)
   const http = await rawRequest(base + '/http')
   t.same(http.body, { websocketGuard: null })
-  t.same(seen, { open: [null], off: [null], originOnly: [{ origin: base, token: null }] })
+  t.same(seen, { open: [], off: [null], originOnly: [{ origin: base, token: null }] })
 
   refused(t, await client.connect('/origin-only', { origin: 'https://evil.example' }), 'WS_GUARD_ORIGIN_NOT_ALLOWED')
   // a token presented on a token: false route is ignored, not consumed
@@ -475,7 +474,7 @@ t.test('origins as a function', async (t) => {
   })
 
   for (const kind of ['throws', 'rejects']) {
-    t.test(`a function that ${kind}: no socket opens, nothing consumed`, async (t) => {
+    t.test(`a function that ${kind}: refused (403), no socket opens, nothing consumed`, async (t) => {
       let fail = true
       const { base, rejections, opened } = await buildApp(t, {
         guard: {
@@ -488,10 +487,12 @@ t.test('origins as a function', async (t) => {
       const token = await client.token()
       const r = await client.connect('/chat?token=' + token, { origin: 'https://x.example' })
       t.equal(r.opened, false)
-      t.equal(r.status, 500)
+      t.equal(r.status, 403)
+      t.equal(r.body.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
       t.notOk(JSON.stringify(r.body).includes(token))
+      t.notMatch(JSON.stringify(r.body), /boom/, 'the function\'s error stays out of the body')
       t.equal(opened.length, 0)
-      t.equal(rejections.length, 0, 'an error is not a refusal')
+      t.equal(rejections.length, 1, 'a refusal like any other')
       fail = false
       await opens(t, await client.connect('/chat?token=' + token, { origin: 'https://x.example' }))
     })
@@ -600,38 +601,20 @@ t.test('the rejection log line', async (t) => {
   }
 })
 
-t.test('a non-upgrade GET to a guarded route is checked too, and never opens anything', async (t) => {
-  const { base, opened } = await buildApp(t)
+t.test('a non-upgrade GET or HEAD to a guarded route is not checked, consumes nothing and never opens anything', async (t) => {
+  const { base, opened, rejections } = await buildApp(t)
   const client = new Client(base)
   const token = await client.token()
-  const noOrigin = await rawRequest(base + '/chat?token=' + token, { headers: { cookie: client.cookie } })
-  t.equal(noOrigin.status, 403)
-  t.equal(noOrigin.body.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
-  const noToken = await rawRequest(base + '/chat', { headers: { cookie: client.cookie, origin: base } })
-  t.equal(noToken.status, 403)
-  t.equal(noToken.body.code, 'WS_GUARD_NO_TOKEN_PRESENTED')
-  // a request that passes the checks reaches @fastify/websocket, which answers 404 to plain HTTP
-  const passed = await rawRequest(base + '/chat?token=' + token, { headers: { cookie: client.cookie, origin: base } })
-  t.equal(passed.status, 404)
+  for (const method of ['GET', 'HEAD']) {
+    for (const headers of [{ cookie: client.cookie }, { cookie: client.cookie, origin: 'https://evil.example' }, { cookie: client.cookie, origin: base }] as Array<Record<string, string>>) {
+      const r = await rawRequest(base + '/chat?token=' + token, { method, headers })
+      t.equal(r.status, 404, `${method} ${headers.origin ?? 'no origin'}: @fastify/websocket's 404 to plain HTTP`)
+      t.notOk(JSON.stringify(r.body ?? '').includes(token))
+    }
+  }
   t.equal(opened.length, 0)
-  t.notOk(JSON.stringify(passed.body ?? '').includes(token))
-})
-
-t.test('the HEAD route of a guarded route is guarded and never upgrades', async (t) => {
-  const { base } = await buildApp(t)
-  const client = new Client(base)
-  const token = await client.token()
-  const noOrigin = await rawRequest(base + '/chat?token=' + token, { method: 'HEAD', headers: { cookie: client.cookie } })
-  t.equal(noOrigin.status, 403)
-  const noToken = await rawRequest(base + '/chat', { method: 'HEAD', headers: { cookie: client.cookie, origin: base } })
-  t.equal(noToken.status, 403)
-  const badToken = await rawRequest(base + '/chat?token=' + fakeToken(), { method: 'HEAD', headers: { cookie: client.cookie, origin: base } })
-  t.equal(badToken.status, 403)
-  // the refusals consumed nothing
+  t.equal(rejections.length, 0, 'nothing was refused: nothing was checked')
   await opens(t, await client.connect('/chat?token=' + token))
-  const other = await client.token()
-  const passed = await rawRequest(base + '/chat?token=' + other, { method: 'HEAD', headers: { cookie: client.cookie, origin: base } })
-  t.equal(passed.status, 404, 'a HEAD that passes the checks still cannot upgrade')
 })
 
 t.test('app.injectWS is guarded too', async (t) => {
@@ -709,11 +692,12 @@ t.test('a raw upgrade with two Origin headers is refused', async (t) => {
   await opens(t, await client.connect('/chat?token=' + token, { origin: 'https://b.example' }))
 })
 
-t.test('without a session on the request, a guarded route refuses', async (t) => {
+t.test('without a usable session on the request, a guarded route refuses with WS_GUARD_NO_SESSION', async (t) => {
   // @fastify/session only runs on its cookie path: elsewhere request.session is a plain {}
   const { base } = await buildApp(t, { session: { cookie: { secure: false, path: '/app' } } })
   const r = await connect(base.replace('http', 'ws') + '/chat?token=' + fakeToken(), { origin: base })
-  refused(t, r, 'WS_GUARD_NO_TOKEN_STORED')
+  refused(t, r, 'WS_GUARD_NO_SESSION', [], 500)
+  t.match(r.body.message, /cookie's path cover \/chat/)
 })
 
 t.test('a session plugin scoped away from the guarded route: refused, never opened', async (t) => {
@@ -728,8 +712,9 @@ t.test('a session plugin scoped away from the guarded route: refused, never open
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
   const r = await connect(`ws://127.0.0.1:${port}/chat?token=${fakeToken()}`, { origin: `http://127.0.0.1:${port}` })
-  refused(t, r, 'WS_GUARD_NO_TOKEN_STORED')
+  refused(t, r, 'WS_GUARD_NO_SESSION', [], 500)
   const res = await rawRequest(`http://127.0.0.1:${port}/websocket-token`)
   t.equal(res.status, 500, 'the token route cannot issue without a session')
-  t.match(res.body.message, /no session/)
+  t.equal(res.body.code, 'WS_GUARD_NO_SESSION')
+  t.match(res.body.message, /no usable session/)
 })

@@ -174,19 +174,24 @@ t.test('routes declared with guard in an encapsulated child context are guarded'
   await close(deepOk)
 })
 
-t.test('a route whose guard is false or absent gets no hook', async (t) => {
-  const app = await baseApp(t)
-  await app.register(websocketGuard)
-  const seen: Array<{ url: string, preValidation: unknown }> = []
-  app.addHook('onRoute', (route) => { seen.push({ url: route.url, preValidation: route.preValidation }) })
-  app.get('/a', { websocket: true }, () => {})
-  app.get('/b', { websocket: true, guard: false }, () => {})
-  app.get('/c', { websocket: true, guard: true }, () => {})
-  await app.ready()
-  t.same(seen.filter((r) => r.url !== '/c').map((r) => r.preValidation), [undefined, undefined, undefined, undefined])
-  const guarded = seen.filter((r) => r.url === '/c')
-  t.equal(guarded.length, 2, 'the GET route and its HEAD route')
-  for (const route of guarded) t.equal((route.preValidation as unknown[]).length, 1)
+t.test('a route with guard: false gets no hook; one without guard gets it under guardAll, and not without', async (t) => {
+  for (const guardAll of [true, false]) {
+    const app = await baseApp(t)
+    await app.register(websocketGuard, { guardAll })
+    const seen: Array<{ url: string, preValidation: unknown }> = []
+    app.addHook('onRoute', (route) => { seen.push({ url: route.url, preValidation: route.preValidation }) })
+    app.get('/a', { websocket: true }, () => {})
+    app.get('/b', { websocket: true, guard: false }, () => {})
+    app.get('/c', { websocket: true, guard: true }, () => {})
+    app.get('/d', async () => 'plain http')
+    await app.ready()
+    const hooks = (url: string): unknown[] => seen.filter((r) => r.url === url).map((r) => (r.preValidation as unknown[] | undefined)?.length)
+    t.same(hooks('/a'), guardAll ? [1, 1] : [undefined, undefined], `guardAll ${String(guardAll)}: a route without guard`)
+    t.same(hooks('/b'), [undefined, undefined], 'guard: false: none')
+    t.same(hooks('/c'), [1, 1], 'guard: true: the GET route and its HEAD route')
+    t.same(hooks('/d'), [undefined, undefined], 'a plain HTTP route: none')
+    await app.close()
+  }
 })
 
 t.test('the plugin function called directly without options uses the defaults', async (t) => {
