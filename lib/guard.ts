@@ -10,7 +10,6 @@ import type { TokenBackend } from './backends/index'
 import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSession, WebsocketGuardStoreUnavailable, WebsocketOriginNotAllowed } from './errors'
 import type { ResolvedOptions, RouteGuard } from './options'
 import { upgradeOrigin } from './origin'
-import type { Redactor } from './redact'
 import { sessionOf, type SessionLike } from './session'
 import { pathOf, presentedToken } from './tokens'
 
@@ -27,7 +26,7 @@ export interface GuardContext {
   opts: ResolvedOptions
   backend: TokenBackend
   /** the request URL with tokens redacted, for `onReject` */
-  redactUrl: Redactor
+  redactUrl: (url: string) => string
   /** routes (or paths) whose unguarded upgrades were already logged */
   unguardedRoutes: Set<string>
   /** whether the Secure-cookie-over-http warning was logged */
@@ -87,7 +86,7 @@ function setProtocols (headers: IncomingHttpHeaders, protocols: string | undefin
 const MAX_LOGGED_ORIGIN = 256
 
 /** Logs a refusal (never a token) and reports it to `onReject`, whose failures change nothing. */
-export function refuser (opts: ResolvedOptions, redactUrl: Redactor): GuardContext['refuse'] {
+export function refuser (opts: ResolvedOptions, redactUrl: (url: string) => string): GuardContext['refuse'] {
   return function refuse (request, error) {
     const origin = request.headers.origin
     const details: Record<string, unknown> = {

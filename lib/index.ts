@@ -14,7 +14,7 @@ import { pickBackend } from './backends/index'
 import { WebsocketGuardMissingDependency } from './errors'
 import { refuser, type GuardContext } from './guard'
 import { resolveOptions, type FastifyWebsocketGuardOptions } from './options'
-import { createRedactor, redactTokenLogs } from './redact'
+import { createUrlRedactor, redactTokenLogs } from './redact'
 import { onRoute, refuseUnvouchedUpgrades, vouchForRoute } from './routes'
 import { issueTokenFor, tokenRouteHandler } from './token-route'
 import type { IssuedToken } from './tokens'
@@ -32,7 +32,7 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
       throw new WebsocketGuardMissingDependency(`fastify-websocket-guard needs ${dependency}: register it before this plugin${dependency === opts.sessionPlugin ? ' (or set the sessionPlugin option)' : ''}`)
     }
   }
-  const redactUrl = createRedactor(opts.queryParam, opts.protocolPrefix)
+  const redactUrl = createUrlRedactor(opts.queryParam)
   const ctx: GuardContext = {
     opts,
     backend: pickBackend(opts),
