@@ -5,7 +5,6 @@
  * search that finds nothing because nothing was logged cannot pass.
  */
 import t, { type Test } from 'tap'
-import { randomBytes } from 'node:crypto'
 import { connect as netConnect } from 'node:net'
 import { Writable } from 'node:stream'
 import Fastify from 'fastify'
@@ -13,6 +12,7 @@ import cookie from '@fastify/cookie'
 import session from '@fastify/session'
 import websocket from '@fastify/websocket'
 import { buildApp, Client, close, connect, SECRET } from './helpers/app'
+import { fakeToken } from './helpers/util'
 import websocketGuard from '../lib/index'
 import { createRedactor, REDACTED } from '../lib/redact'
 
@@ -48,7 +48,6 @@ function noToken (t: Test, lines: string[], tokens: string[]): void {
 }
 
 const messages = (lines: string[]): any[] => lines.map((line) => JSON.parse(line))
-const fakeToken = (): string => randomBytes(32).toString('base64url')
 
 /** Sends bytes no HTTP parser accepts; Fastify logs them at trace as `client error`. */
 function sendMalformed (port: number, requestLine: string): Promise<void> {
