@@ -15,6 +15,7 @@ import cookie from '@fastify/cookie'
 import session from '@fastify/session'
 import websocket from '@fastify/websocket'
 import { buildApp, Client, close, connect, SECRET } from './helpers/app'
+import { fakeToken } from './helpers/util'
 import websocketGuard from '../lib/index'
 import { createRedactor, createUrlRedactor, REDACTED } from '../lib/redact'
 
@@ -50,7 +51,6 @@ function noToken (t: Test, lines: string[], tokens: string[]): void {
 }
 
 const messages = (lines: string[]): any[] => lines.map((line) => JSON.parse(line))
-const fakeToken = (): string => randomBytes(32).toString('base64url')
 
 /** Sends bytes no HTTP parser accepts; Fastify logs them at trace as `client error`. */
 function sendMalformed (port: number, requestLine: string): Promise<void> {
