@@ -59,7 +59,7 @@ function newestSource (dir: string): number {
  * missing or stale build would test old code, so it is a failure with what to do about it.
  */
 export function builtPackage (t: Test): boolean {
-  const built = ['dist/index.js', 'dist/client.js'].map((file) => join(root, file))
+  const built = ['dist/index.js', 'dist/client.mjs'].map((file) => join(root, file))
   const missing = built.filter((file) => !existsSync(file))
   if (missing.length > 0) {
     t.fail(`the browser tests need the built package: run \`npm run build\` (missing ${missing.join(', ')})`)
