@@ -27,6 +27,9 @@ export interface InjectGuardedWSOptions {
   transport?: 'protocol' | 'query'
 }
 
+/** What the helper uses of an app: any Fastify instance, whatever its type provider or logger. */
+export type InjectableApp = Pick<FastifyInstance, 'inject' | 'injectWS'>
+
 /** The token route said no: `statusCode` and `code` are those of its answer. */
 export interface TokenRouteError extends Error {
   statusCode: number
@@ -47,7 +50,7 @@ const DEFAULT_HOST = 'localhost'
  * 403` for a refused upgrade); rejects with the token route's `statusCode` and `code` when that
  * route gives no token.
  */
-export async function injectGuardedWS (app: FastifyInstance, path: string, options: InjectGuardedWSOptions = {}): Promise<WebSocket> {
+export async function injectGuardedWS (app: InjectableApp, path: string, options: InjectGuardedWSOptions = {}): Promise<WebSocket> {
   if (typeof path !== 'string' || !path.startsWith('/')) {
     throw new TypeError('injectGuardedWS: path must be a request path starting with /')
   }
@@ -86,8 +89,8 @@ export async function injectGuardedWS (app: FastifyInstance, path: string, optio
 
 function parseBody (text: string): { token?: unknown, code?: unknown, message?: unknown } | null {
   try {
-    const body: unknown = JSON.parse(text)
-    return typeof body === 'object' ? body as Record<string, unknown> : null
+    // Object(): any JSON value becomes something whose fields can be read (null becomes {})
+    return Object(JSON.parse(text))
   } catch {
     return null
   }

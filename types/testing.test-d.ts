@@ -1,6 +1,7 @@
 // Type tests of fastify-websocket-guard/testing from CommonJS (dist/testing.d.ts), compiled
 // (never run) against the BUILT package. Each `@ts-expect-error` must meet an error.
-import Fastify from 'fastify'
+import Fastify, { type FastifyTypeProvider } from 'fastify'
+import { pino } from 'pino'
 import websocket from '@fastify/websocket'
 import type { WebSocket } from 'ws'
 import { injectGuardedWS, type InjectGuardedWSOptions, type TokenRouteError } from 'fastify-websocket-guard/testing'
@@ -36,3 +37,13 @@ async function main (): Promise<void> {
   }
 }
 void main
+// any app, whatever its type provider or logger
+interface StringProvider extends FastifyTypeProvider { validator: this['schema'] extends { type: 'string' } ? string : unknown, serializer: unknown }
+async function providers (): Promise<void> {
+  const typed = Fastify({ logger: true }).withTypeProvider<StringProvider>()
+  await typed.register(websocket)
+  expectType<WebSocket>(await injectGuardedWS(typed, '/chat'))
+  const logged = Fastify({ loggerInstance: pino() })
+  await injectGuardedWS(logged, '/chat')
+}
+void providers
