@@ -195,7 +195,7 @@ function sessionIdOf (cookie: string): string {
   return decodeURIComponent(cookie.slice(cookie.indexOf('=') + 1)).split('.')[0] as string
 }
 
-if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)', ['dist/index.js', 'dist/client.js'])) {
+if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)', ['dist/index.js', 'dist/client.mjs'])) {
   t.before(async () => {
     browser = await launchChromium()
   })
