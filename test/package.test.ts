@@ -222,7 +222,7 @@ t.before(async () => {
   await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', out], { cwd: src })
   mkdirSync(scratch)
   const tarball = join(out, readdirSync(out).find((f) => f.endsWith('.tgz')) as string)
-  await run('npm', ['install', '--no-save', '--offline', '--ignore-scripts', '--legacy-peer-deps', '--no-audit', '--no-fund', '--no-package-lock', '--prefix', scratch, tarball], { cwd: scratch })
+  await run('npm', ['install', '--no-save', '--prefer-offline', '--ignore-scripts', '--legacy-peer-deps', '--no-audit', '--no-fund', '--no-package-lock', '--prefix', scratch, tarball], { cwd: scratch })
   for (const peer of PEERS) {
     const target = join(scratch, 'node_modules', peer)
     mkdirSync(dirname(target), { recursive: true })
