@@ -403,7 +403,8 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser client tests', ['dist/i
     server.tokenStatus = 503
     await page.evaluate(() => { window.log = []; window.delays = [] })
     const requests = server.tokenRequests.length
-    await guarded(page)
+    // a long wait, so that a loaded machine cannot reach the retry before close() does
+    await guarded(page, { minDelay: 10_000, maxDelay: 10_000 })
     await page.waitForFunction(() => window.delays.length === 1)
     const sync = await page.evaluate(() => {
       window.ws.close()
