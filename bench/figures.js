@@ -44,7 +44,7 @@ function flowRatio (a, b, setups) {
       const { cpu } = await flowsIn(ctx, setup)
       const aa = noise(cpu['baseline-2'], cpu.baseline)
       const value = ratio(cpu[a], cpu[b])
-      rows.push({ case: setup, value, shown: times(value), detail: `${a} ${us(median(cpu[a]))}, ${b} ${us(median(cpu[b]))} per flow; noise ${pct(aa.floor)}`, noise: aa.floor })
+      rows.push({ case: setup, value, shown: times(value), detail: `medians: ${a} ${us(median(cpu[a]))}, ${b} ${us(median(cpu[b]))} per flow; noise ${pct(aa.floor)}`, noise: aa.floor })
     }
     return rows
   }
@@ -122,7 +122,7 @@ module.exports = [
       for (const logger of ['off', 'on']) {
         const { rate, cpu } = await tokenRouteIn(ctx, logger)
         const value = ratio(rate.guard, rate.baseline)
-        rows.push({ case: `logger ${logger}`, value, shown: times(value), detail: `${Math.round(median(rate.guard))} vs ${Math.round(median(rate.baseline))} req/s; server CPU per request ${times(ratio(cpu.guard, cpu.baseline))}` })
+        rows.push({ case: `logger ${logger}`, value, shown: times(value), detail: `medians: ${Math.round(median(rate.guard))} vs ${Math.round(median(rate.baseline))} req/s; server CPU per request ${times(ratio(cpu.guard, cpu.baseline))}` })
       }
       return rows
     }

@@ -67,9 +67,9 @@ async function flows (ctx, label, setup, servers) {
 }
 
 /**
- * Token-route throughput: autocannon on `a` then `b` (`{ variant, path? }`), alternating
- * which goes first, each connection one session asking for token after token. Returns
- * requests per second and server CPU µs per request, round by round.
+ * Token-route throughput of two `servers` (as for `flows`): autocannon on one, then on the
+ * other, alternating which goes first; each connection is one session asking for token after
+ * token. Returns requests per second and server CPU µs per request, round by round.
  */
 async function tokenRoute (ctx, label, setup, servers) {
   const { warmup, rounds, duration, connections } = ctx.plan.tokenRoute
