@@ -35,15 +35,19 @@ const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
  * (`{ name: { variant, maxTokens? } }`), all with the same `setup` (`{ logger, sessions }`).
  * Each round, every server serves `count` flows, the servers taking turns flow by flow; the
  * first server changes every round. Returns each server's CPU µs per flow, round by round.
+ * Rounds stop after `seconds` once there are `minRounds`, so that a busy machine makes the
+ * run less precise (the A/A pair shows it) rather than endless.
  */
 async function flows (ctx, label, setup, servers) {
-  const { warmup, rounds, count, concurrency, sessions } = ctx.plan.flows
+  const { warmup, rounds, minRounds, seconds, count, concurrency, sessions } = ctx.plan.flows
   const { names, procs, targets, stop } = await startServers(ctx, label, setup, servers)
   const load = ctx.spawn('load.js', [])
   try {
     const cpu = Object.fromEntries(names.map((n) => [n, []]))
     const gc = Object.fromEntries(names.map((n) => [n, []]))
+    const started = Date.now()
     for (let r = 0; r < warmup + rounds; r++) {
+      if (r >= warmup + minRounds && Date.now() - started > seconds * 1000) break
       const before = await cpuOf(procs)
       const result = await load.call({ cmd: 'flow', targets, count, concurrency, sessions, first: r % names.length })
       // let the servers finish the closing handshakes that belong to this round
@@ -67,8 +71,8 @@ async function flows (ctx, label, setup, servers) {
 }
 
 /**
- * Token-route throughput of two `servers` (as for `flows`): autocannon on one, then on the
- * other, alternating which goes first; each connection is one session asking for token after
+ * Token-route throughput of `servers` (as for `flows`): autocannon on each in turn, which one
+ * goes first changing every round; each connection is one session asking for token after
  * token. Returns requests per second and server CPU µs per request, round by round.
  */
 async function tokenRoute (ctx, label, setup, servers) {
@@ -79,8 +83,8 @@ async function tokenRoute (ctx, label, setup, servers) {
     const rate = Object.fromEntries(names.map((n) => [n, []]))
     const cpu = Object.fromEntries(names.map((n) => [n, []]))
     for (let r = 0; r < warmup + rounds; r++) {
-      const order = r % 2 === 0 ? [0, 1] : [1, 0]
-      for (const i of order) {
+      for (let k = 0; k < names.length; k++) {
+        const i = (r + k) % names.length
         const [before] = await cpuOf([procs[i]])
         const result = await load.call({ cmd: 'cannon', port: targets[i].port, path: targets[i].tokenPath, connections, duration })
         const [after] = await cpuOf([procs[i]])
