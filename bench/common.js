@@ -86,7 +86,6 @@ function spawnChild (file, args, options = {}) {
   })
   return {
     child,
-    name: args.join('-') || file,
     call (message) {
       const id = nextId++
       return new Promise((resolve, reject) => {
