@@ -20,9 +20,9 @@ export class WebsocketOriginNotAllowed extends WebsocketSecurityError {
   /** under the same-origin default: the origin the server expected (logged, never sent) */
   expected?: string
 
-  constructor (message = 'Origin not allowed', expected?: string) {
+  constructor (message = 'Origin not allowed', expected?: string | null) {
     super(message)
-    if (expected !== undefined) this.expected = expected
+    if (typeof expected === 'string') this.expected = expected
   }
 }
 

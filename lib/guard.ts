@@ -5,12 +5,11 @@
  * to `onReject`) and answered by Fastify with its status (403, 503 or 500).
  */
 import type { FastifyRequest, preValidationAsyncHookHandler } from 'fastify'
-import type { IncomingHttpHeaders } from 'node:http'
 import type { TokenBackend } from './backends/index'
 import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSession, WebsocketGuardStoreUnavailable, WebsocketOriginNotAllowed } from './errors'
 import type { ResolvedOptions, RouteGuard } from './options'
 import { upgradeOrigin } from './origin'
-import { sessionOf, type SessionLike } from './session'
+import { sessionOf } from './session'
 import { pathOf, presentedToken } from './tokens'
 
 /** `request.websocketGuard` on a guarded route that passed. */
@@ -57,31 +56,28 @@ async function consumePresented ({ opts, backend }: GuardContext, request: Fasti
   const headers = request.raw.headers
   const protocols = headers['sec-websocket-protocol']
   const presented = presentedToken(request.url, typeof protocols === 'string' ? protocols : undefined, opts.queryParam, opts.protocolPrefix)
-  await backend.consume(request, usableSession(opts, request), presented.token, pathOf(request.url))
+  const session = sessionOf(request, opts.sessionKey)
+  if (session === null) {
+    throw new WebsocketGuardNoSession(`fastify-websocket-guard: this upgrade has no usable session; is ${opts.sessionPlugin} registered for it, and does its cookie's path cover ${pathOf(request.url).split(/[#;]/, 1)[0] as string}?`)
+  }
+  try {
+    await backend.consume(request, session, presented.token, pathOf(request.url))
+  } catch (err) {
+    // the commonest first-hour mistake: a Secure cookie over http, or a path that misses
+    if (err instanceof NoWebsocketTokenStored && request.headers.cookie === undefined) throw new NoWebsocketTokenStored(NO_COOKIE)
+    throw err
+  }
   if (presented.viaProtocol) {
     // ws then selects one of the client's other protocols, never the token entry
-    setProtocols(headers, presented.protocols)
+    // (never empty: a token entry offered alone was refused)
+    headers['sec-websocket-protocol'] = presented.protocols
     if (request.headers !== headers) request.headers = { ...request.headers, 'sec-websocket-protocol': presented.protocols }
   }
   return presented.token
 }
 
-/** The request's session, if it can keep a token; a request without any cookie has none stored. */
-function usableSession (opts: ResolvedOptions, request: FastifyRequest): SessionLike {
-  const session = sessionOf(request)
-  if (session === null) {
-    throw new WebsocketGuardNoSession(`fastify-websocket-guard: this upgrade has no usable session; is ${opts.sessionPlugin} registered for it, and does its cookie's path cover ${pathOf(request.url).split(/[#;]/, 1)[0] as string}?`)
-  }
-  if (request.headers.cookie === undefined) {
-    throw new NoWebsocketTokenStored('No websocket token in session: the upgrade carried no session cookie (over plain http, the session cookie must not be Secure; its path must cover this route)')
-  }
-  return session
-}
+const NO_COOKIE = 'No websocket token in session: the upgrade carried no session cookie (over plain http the session cookie must not be Secure, and its path must cover this route)'
 
-function setProtocols (headers: IncomingHttpHeaders, protocols: string | undefined): void {
-  if (protocols === undefined) delete headers['sec-websocket-protocol']
-  else headers['sec-websocket-protocol'] = protocols
-}
 
 const MAX_LOGGED_ORIGIN = 256
 

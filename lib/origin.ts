@@ -194,7 +194,7 @@ async function allowedOrigin (check: OriginCheck, origin: string, request: Fasti
       // injectWS makes requests without a socket (no protocol) and maybe without a Host
       const expected = normaliseOrigin(`${request.protocol ?? 'http'}://${request.host || 'localhost'}`)
       if (normalised !== null && expected === normalised) return normalised
-      throw new WebsocketOriginNotAllowed(undefined, expected ?? undefined)
+      throw new WebsocketOriginNotAllowed(undefined, expected)
     }
   }
   throw new WebsocketOriginNotAllowed()

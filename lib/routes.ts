@@ -63,8 +63,9 @@ const MAX_REMEMBERED_PATHS = 1024
 
 /** The last line: an upgrade that no guard vouched for never reaches `ws`. */
 export function refuseUnvouchedUpgrades (fastify: FastifyInstance, ctx: GuardContext): void {
-  const wss = (fastify as unknown as { websocketServer?: Record<string | symbol, any> }).websocketServer
-  if (wss === undefined || wss[WRAPPED] === true) return
+  // @fastify/websocket, a dependency checked at registration, decorates it
+  const wss = (fastify as unknown as { websocketServer: Record<string | symbol, any> }).websocketServer
+  if (wss[WRAPPED] === true) return
   const handleUpgrade = wss.handleUpgrade as (req: IncomingMessage, socket: Duplex, head: Buffer, cb: (...args: unknown[]) => void) => void
   wss[WRAPPED] = true
   wss.handleUpgrade = function guardedHandleUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer, cb: (...args: unknown[]) => void) {

@@ -42,7 +42,7 @@ export function issueTokenFor (ctx: GuardContext): (request: FastifyRequest, opt
 }
 
 async function issueTokenNow (ctx: GuardContext, request: FastifyRequest, path: string | null): Promise<IssuedToken> {
-  const session = sessionOf(request)
+  const session = sessionOf(request, null)
   if (session === null) {
     throw new WebsocketGuardNoSession(`fastify-websocket-guard: no usable session on this request; is ${ctx.opts.sessionPlugin} registered for it, and does its cookie's path cover it?`)
   }

@@ -250,3 +250,18 @@ t.test('an onRequest hook that assigns request.headers cannot make the 101 echo 
   t.equal(opened[0]?.protocol, 'websocket-guard')
   await close(r)
 })
+
+t.test('the lifecycle options accept false and a duration, and refuse anything else', async (t) => {
+  for (const [value, ok] of [[false, true], [1000, true], [0, false], [true, false], ['1000', false], [2 ** 31, false]] as Array<[unknown, boolean]>) {
+    for (const name of ['maxSocketLifetime', 'revalidateInterval']) {
+      const app = Fastify()
+      await app.register(cookie)
+      await app.register(session, { secret: SECRET })
+      await app.register(websocket)
+      const err = await app.register(websocketGuard, { [name]: value } as FastifyWebsocketGuardOptions).then(() => null, (e: Error & { code?: string }) => e)
+      t.equal(err === null, ok, `${name}: ${String(value)}`)
+      if (!ok) t.equal(err?.code, 'WS_GUARD_INVALID_OPTION')
+      await app.close()
+    }
+  }
+})

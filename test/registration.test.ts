@@ -206,7 +206,8 @@ t.test('every export of the contract is there', async (t) => {
   for (const name of [
     'default', 'fastifyWebsocketGuard', 'WebsocketSecurityError', 'WebsocketOriginNotAllowed', 'NoWebsocketTokenPresented',
     'NoWebsocketTokenStored', 'WebsocketTokenMismatch', 'WebsocketTokenExpired', 'WebsocketGuardStoreUnavailable',
-    'WebsocketGuardBadRequest', 'createOriginMatcher', 'consumeWebsocketToken', 'issueWebsocketToken', 'memoryTokenStore',
+    'WebsocketGuardBadRequest', 'WebsocketGuardNoSession', 'WebsocketGuardRouteNotGuarded', 'WebsocketGuardMissingDependency',
+    'WebsocketGuardOptionError', 'createOriginMatcher', 'consumeWebsocketToken', 'issueWebsocketToken', 'memoryTokenStore',
     'redisTokenStore'
   ]) {
     t.type(lib[name], 'function', name)

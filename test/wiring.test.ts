@@ -171,3 +171,27 @@ t.test('plain HTTP requests to a guarded route are not checked and consume nothi
   t.equal(r.opened, true, 'the token is still valid after the plain requests')
   await close(r)
 })
+
+t.test('two guards in sibling contexts share one last line; each guards its own routes, no upgrade elsewhere opens', async (t) => {
+  const { base, opened } = await wired(t, async (app) => {
+    for (const name of ['a', 'b']) {
+      await app.register(async (child) => {
+        await child.register(websocketGuard, { tokenRoute: `/${name}/websocket-token` })
+        child.get(`/${name}/chat`, { websocket: true }, handler((app as any).opened, name))
+      })
+    }
+    await app.register(async (other) => {
+      other.get('/c/chat', { websocket: true }, handler((app as any).opened, 'c'))
+    })
+  })
+  for (const name of ['a', 'b']) {
+    const client = new Client(base)
+    client.tokenPath = `/${name}/websocket-token`
+    const r = await client.connect(`/${name}/chat?token=` + await client.token())
+    t.equal(r.opened, true, `${name}: its own guard lets its token through`)
+    await close(r)
+  }
+  const c = await new Client(base).connect('/c/chat')
+  t.equal(c.body.code, 'WS_GUARD_ROUTE_NOT_GUARDED')
+  t.same(opened, ['a', 'b'])
+})
