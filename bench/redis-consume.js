@@ -6,9 +6,11 @@
 // Topologies: one redis-server; a 3-primary, 3-replica Cluster; one redis-server with a
 // replica and `durability: { replicas: 1 }`. Clients: node-redis and ioredis.
 //
-// As a figure of bench/figures.js: `require('./redis-consume')`, `{ title, goal, run(ctx) }`,
+// As a figure of bench/figures.js: `require('./redis-consume')` is `{ title, goal, run(ctx) }`,
 // `run` resolving with rows `{ case, value, shown, detail }` (value: round trips per consume,
-// checked against the goal; shown: the latency). Alone: `node bench/redis-consume.js [--quick]`
+// checked against the goal; shown: the latency). For the three informative slots, one per
+// topology: `run: consumeLatency('standalone')` (or 'cluster', or
+// 'standalone, durability: { replicas: 1 }'). Alone: `node bench/redis-consume.js [--quick]`
 // after `npm run build`, which prints the rows.
 const { createHash, randomBytes } = require('node:crypto')
 const { join } = require('node:path')
@@ -172,37 +174,59 @@ const TOPOLOGIES = {
   }
 }
 
+/** Rows for one topology, one per client library: round trips per consume as the value. */
+async function measureTopology (ctx, name) {
+  const { redisTokenStore } = ctx.package()
+  const ops = ctx.quick ? 300 : 2000
+  const wireOps = ctx.quick ? 50 : 200
+  const topology = name === 'cluster' ? 'cluster' : 'standalone'
+  const setup = await TOPOLOGIES[name]()
+  const rows = []
+  try {
+    for (const library of ['node-redis', 'ioredis']) {
+      const w = await wire(redisTokenStore, library, topology, setup.nodes, setup.durability, wireOps)
+      const l = await latency(redisTokenStore, library, topology, setup.nodes, setup.durability, ops)
+      rows.push({
+        case: `${name}, ${library}`,
+        value: w.roundTrips,
+        latency: l,
+        shown: `${w.roundTrips.toFixed(2)} (${us(l.consume.p50)} / ${us(l.consume.p99)}; GET ${us(l.get.p50)} / ${us(l.get.p99)}; ${(l.consume.p50 / l.get.p50).toFixed(2)}× / ${(l.consume.p99 / l.get.p99).toFixed(2)}×)`,
+        detail: `${w.commands.toFixed(2)} commands per consume on the primaries (MONITOR); latency over ${ops} consumes, each followed by a GET on the same client and node`
+      })
+    }
+  } finally {
+    await setup.stop()
+  }
+  return rows
+}
+
 const figure = {
   title: 'Redis store by topology: round trips per consume (consume latency p50 / p99 against a GET in the same run)',
   goal: { equal: 1, unit: ' round trip' },
   async run (ctx) {
-    const { redisTokenStore } = ctx.package()
-    const ops = ctx.quick ? 300 : 2000
-    const wireOps = ctx.quick ? 50 : 200
     const rows = []
-    for (const [name, start] of Object.entries(TOPOLOGIES)) {
-      const topology = name === 'cluster' ? 'cluster' : 'standalone'
-      const setup = await start()
-      try {
-        for (const library of ['node-redis', 'ioredis']) {
-          const w = await wire(redisTokenStore, library, topology, setup.nodes, setup.durability, wireOps)
-          const l = await latency(redisTokenStore, library, topology, setup.nodes, setup.durability, ops)
-          rows.push({
-            case: `${name}, ${library}`,
-            value: w.roundTrips,
-            shown: `${w.roundTrips.toFixed(2)} (${us(l.consume.p50)} / ${us(l.consume.p99)}; GET ${us(l.get.p50)} / ${us(l.get.p99)}; ${(l.consume.p50 / l.get.p50).toFixed(2)}× / ${(l.consume.p99 / l.get.p99).toFixed(2)}×)`,
-            detail: `${w.commands.toFixed(2)} commands per consume on the primaries (MONITOR); latency over ${ops} consumes, each followed by a GET on the same client and node`
-          })
-        }
-      } finally {
-        await setup.stop()
-      }
-    }
+    for (const name of Object.keys(TOPOLOGIES)) rows.push(...await measureTopology(ctx, name))
     return rows
   }
 }
 
+/**
+ * `run` for an informative figure of one topology ('standalone', 'cluster' or
+ * 'standalone, durability: { replicas: 1 }'): rows whose value is the consume's p50 over the
+ * GET's, shown with both percentiles and the round trips.
+ */
+function consumeLatency (name) {
+  if (TOPOLOGIES[name] === undefined) throw new Error(`no topology ${name}: ${Object.keys(TOPOLOGIES).join(', ')}`)
+  return async (ctx) => (await measureTopology(ctx, name)).map((row) => ({
+    case: row.case.slice(name.length + 2),
+    value: row.latency.consume.p50 / row.latency.get.p50,
+    shown: `${us(row.latency.consume.p50)} / ${us(row.latency.consume.p99)} (GET ${us(row.latency.get.p50)} / ${us(row.latency.get.p99)}; ${(row.latency.consume.p50 / row.latency.get.p50).toFixed(2)}× / ${(row.latency.consume.p99 / row.latency.get.p99).toFixed(2)}×)`,
+    detail: `${row.value.toFixed(2)} round trips and ${row.detail}`
+  }))
+}
+
 module.exports = figure
+module.exports.consumeLatency = consumeLatency
 
 if (require.main === module) {
   const quick = process.argv.includes('--quick')

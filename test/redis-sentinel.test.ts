@@ -8,9 +8,10 @@ import { redisTokenStore, type RedisClientLike } from '../lib/index'
 import { generateToken, hashToken } from '../lib/tokens'
 import { Client, close } from './helpers/app'
 import {
-  APP_ORIGIN, CLIENT_KINDS, buildInstance, eventually, inSync, redisSkip, sentinelClient, startSentinel,
+  APP_ORIGIN, CLIENT_KINDS, buildInstance, inSync, redisSkip, sentinelClient, startSentinel,
   type Instance, type RedisSentinel
 } from './helpers/redis'
+import { eventually } from './helpers/util'
 
 t.test('Sentinel failover after the primary is killed', { skip: redisSkip(t) }, async (t) => {
   // one group per client library, started together (a Sentinel group takes seconds to form)
