@@ -6,6 +6,7 @@
  */
 import type { FastifyRequest, preValidationAsyncHookHandler } from 'fastify'
 import type { TokenBackend } from './backends/index'
+import { publishAccept, publishReject } from './diagnostics'
 import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSession, WebsocketGuardStoreUnavailable, WebsocketOriginNotAllowed } from './errors'
 import type { ResolvedOptions, RouteGuard } from './options'
 import { upgradeOrigin } from './origin'
@@ -44,6 +45,7 @@ export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationA
       // 2. token: exactly one presented, then consumed from the session's tokens
       const token = route.token ? await consumePresented(ctx, request) : null
       request.websocketGuard = { origin, token }
+      publishAccept(request, token, ctx.opts.queryParam)
     } catch (err) {
       if (isRefusal(err)) ctx.refuse(request, err)
       throw err
@@ -84,6 +86,7 @@ const MAX_LOGGED_ORIGIN = 256
 /** Logs a refusal (never a token) and reports it to `onReject`, whose failures change nothing. */
 export function refuser (opts: ResolvedOptions, redactUrl: (url: string) => string): GuardContext['refuse'] {
   return function refuse (request, error) {
+    publishReject(request, error)
     const origin = request.headers.origin
     const details: Record<string, unknown> = {
       code: error.code,

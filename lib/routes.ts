@@ -11,6 +11,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { publishUpgradeReject } from './diagnostics'
 import { WebsocketGuardRouteNotGuarded } from './errors'
 import { guardHook, type GuardContext } from './guard'
 import { resolveRouteGuard } from './options'
@@ -77,6 +78,7 @@ export function refuseUnvouchedUpgrades (fastify: FastifyInstance, ctx: GuardCon
       ctx.unguardedRoutes.add(path)
       fastify.log.error({ code: error.code, path }, `fastify-websocket-guard: refused an upgrade of ${path}, whose route was declared outside the guard's encapsulation context; ${FIX}`)
     }
+    publishUpgradeReject(req, path, error)
     const body = JSON.stringify({ statusCode: 500, code: error.code, error: 'Internal Server Error', message: error.message })
     socket.end(`HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
   }

@@ -4,6 +4,7 @@
  * `fastify.websocketGuard.issueToken` for the app's own routes and pages.
  */
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
+import { publishToken } from './diagnostics'
 import { isRefusal, WebsocketGuardBadRequest, WebsocketGuardNoSession } from './errors'
 import type { GuardContext } from './guard'
 import { fail, isRequestPath, REQUEST_PATH_RULE } from './options'
@@ -47,7 +48,9 @@ async function issueTokenNow (ctx: GuardContext, request: FastifyRequest, path: 
     throw new WebsocketGuardNoSession(`fastify-websocket-guard: no usable session on this request; is ${ctx.opts.sessionPlugin} registered for it, and does its cookie's path cover it?`)
   }
   warnInsecureCookie(ctx, request, session as { cookie?: { secure?: unknown } })
-  return await ctx.backend.issue(request, session, path)
+  const issued = await ctx.backend.issue(request, session, path)
+  publishToken(request, path, issued.expiresAt)
+  return issued
 }
 
 /**
