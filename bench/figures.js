@@ -8,6 +8,7 @@
 //   declared, reported as not measured yet.
 // Figures that share a measurement get it through `ctx.once(key, fn)`, which measures once
 // per run. To add a figure, add an object to this list.
+const { consumeLatency } = require('./redis-consume')
 const { flows, tokenRoute, memory, ratio, noise, median } = require('./measure')
 const { roundTrips } = require('./redis')
 
@@ -131,10 +132,11 @@ module.exports = [
     }
   },
   { title: 'Lifecycle features on / off (registry, Redis bus): server CPU per upgrade', goal: { max: 1.02 }, run: null },
-  { title: 'Diagnostics channels without a subscriber / publishing removed: server CPU per flow', goal: { max: 1.01 }, run: null },
-  { title: 'Redis store consume latency p50 / p99, standalone Redis', goal: null, run: null },
-  { title: 'Redis store consume latency p50 / p99, Redis Cluster', goal: null, run: null },
-  { title: 'Redis store consume latency p50 / p99, with replica durability', goal: null, run: null },
+  // the diagnostics figures: no subscriber / publishing removed (goal 1.01), every channel subscribed, their A/A
+  ...require('./diagnostics'),
+  { title: 'Redis store consume latency p50 / p99, standalone Redis', goal: null, run: consumeLatency('standalone') },
+  { title: 'Redis store consume latency p50 / p99, Redis Cluster', goal: null, run: consumeLatency('cluster') },
+  { title: 'Redis store consume latency p50 / p99, with replica durability', goal: null, run: consumeLatency('standalone, durability: { replicas: 1 }') },
   {
     title: 'Redis store: round trips per issue and per consume',
     goal: { equal: 1 },
