@@ -15,6 +15,8 @@ import { WebsocketGuardMissingDependency } from './errors'
 import { guardHook, type GuardContext } from './guard'
 import { resolveOptions, resolveRouteGuard, type FastifyWebsocketGuardOptions } from './options'
 import { redactTokenLogs } from './redact'
+import { socketLife, type SocketClosers } from './sockets/index'
+import { lifecycleOptions } from './sockets/options'
 import { tokenRouteHandler } from './token-route'
 
 async function fastifyWebsocketGuard (fastify: FastifyInstance, options: FastifyWebsocketGuardOptions): Promise<void> {
@@ -22,9 +24,13 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
   if (!fastify.hasPlugin(opts.sessionPlugin)) {
     throw new WebsocketGuardMissingDependency(`fastify-websocket-guard needs ${opts.sessionPlugin}: register it before this plugin (or set the sessionPlugin option)`)
   }
-  const ctx: GuardContext = { opts, backend: pickBackend(opts) }
+  const decorator = {} as SocketClosers
+  // TEMPORARY: { ...opts, ...lifecycleOptions(options) } becomes opts once wip-lib's options land
+  const life = await socketLife(fastify, { ...opts, ...lifecycleOptions(options) }, pickBackend(opts), decorator)
+  const ctx: GuardContext = { opts, backend: life.backend, sockets: life.tracker }
 
   fastify.decorateRequest('websocketGuard', null)
+  fastify.decorate('websocketGuard', decorator)
   if (opts.redactLogs) redactTokenLogs(fastify, opts.queryParam, opts.protocolPrefix)
   fastify.addHook('onClose', async () => { await ctx.backend.close() })
 
@@ -52,6 +58,7 @@ export default plugin
 export { plugin as fastifyWebsocketGuard }
 export type { FastifyWebsocketGuardOptions, GuardRouteOptions, SessionPluginName } from './options'
 export type { WebsocketGuardResult } from './guard'
+export type { CloseOptions, SocketClosers } from './sockets/index'
 export {
   WebsocketSecurityError,
   WebsocketOriginNotAllowed,
@@ -67,4 +74,4 @@ export { consumeWebsocketToken, issueWebsocketToken, type IssueOptions } from '.
 export type { SessionLike } from './session'
 export { memoryTokenStore, type MemoryTokenStore, type MemoryTokenStoreOptions } from './stores/memory'
 export { redisTokenStore, type RedisTokenStoreOptions, type RedisClientLike } from './stores/redis'
-export type { TokenStore, StoredToken, ConsumeOutcome } from './stores/types'
+export type { TokenStore, StoredToken, ConsumeOutcome, CloseBus, CloseListener, CloseMessage, CloseSubscription, MissedClose } from './stores/types'

@@ -4,11 +4,16 @@
  */
 import type { GuardRouteOptions } from '../lib/options'
 import type { WebsocketGuardResult } from '../lib/guard'
+import type { SocketClosers } from '../lib/sockets/index'
 
 declare module 'fastify' {
   interface RouteShorthandOptions {
     /** Check `Origin` and consume a one-time token before the upgrade (fastify-websocket-guard). */
     guard?: boolean | GuardRouteOptions
+  }
+  interface FastifyInstance {
+    /** `closeSession`, `closeUser` (fastify-websocket-guard) */
+    websocketGuard: SocketClosers
   }
   interface FastifyRequest {
     /** `null` on unguarded routes; the checks' result on a guarded route that passed. */
