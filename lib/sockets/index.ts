@@ -106,15 +106,19 @@ function transportOf (raw: object): Transport {
  * before the end, which expire within tokenTTL. Insertion order is expiry order: pruning
  * takes from the front, without a timer.
  */
-class EndedGroups {
+export class EndedGroups {
   private readonly until = new Map<string, number>()
 
-  constructor (private readonly ttl: number) {}
+  constructor (private readonly ttl: number, private readonly max = MAX_ENDED) {}
+
+  get size (): number {
+    return this.until.size
+  }
 
   add (group: string): void {
     const now = Date.now()
     for (const [id, until] of this.until) {
-      if (until > now && this.until.size < MAX_ENDED) break
+      if (until > now && this.until.size < this.max) break
       this.until.delete(id)
     }
     this.until.delete(group)
@@ -131,6 +135,16 @@ function invalid (what: string, message: string): never {
 }
 
 const CLOSE_OPTIONS = new Set(['code', 'reason', 'except'])
+
+/** Each instance's registry, by its decorator: what tests and benchmarks count. */
+const registries = new WeakMap<object, Registry>()
+
+/** How much the guard holds for `fastify.websocketGuard`'s instance (tests, benchmarks); `null` when it follows no socket. */
+export function trackedSockets (decorator: object): { sockets: number, groups: number, users: number, deadlines: number } | null {
+  const registry = registries.get(decorator)
+  if (registry === undefined) return null
+  return { sockets: registry.size, groups: registry.groups.size, users: registry.users.size, deadlines: registry.deadlines.size }
+}
 
 export async function socketLife (fastify: FastifyInstance, opts: ResolvedOptions & LifecycleOptions, backend: TokenBackend, decorator: object): Promise<SocketLife> {
   const groupKey = opts.sessionKey + GROUP_SUFFIX
@@ -224,6 +238,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   Object.assign(decorator, { closeSession, closeUser } satisfies SocketClosers)
 
   if (registry === null) return { backend, tracker: null, closeSession, closeUser }
+  registries.set(decorator, registry)
 
   // ---- session end
 
