@@ -39,12 +39,6 @@ export class Deadlines {
     this.up(last.heapIndex)
   }
 
-  /** Hands every entry to `close` and stops the timer. */
-  closeAll (close: (entry: SocketEntry) => void): void {
-    while (this.heap.length > 0) close(this.heap[0] as SocketEntry)
-    this.stop()
-  }
-
   stop (): void {
     clearTimeout(this.timer)
     this.timer = undefined

@@ -159,9 +159,9 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   let sessionStore: { get (id: string, callback: (err: unknown, session?: unknown) => void): void } | undefined
   let knownSessionClass: object | null = null
 
-  function newGroup (session: SessionLike): string {
+  function newGroup (session: SessionLike | null): string {
     const group = randomBytes(16).toString('base64url')
-    writeSession(session, groupKey, group)
+    if (session !== null) writeSession(session, groupKey, group)
     return group
   }
 
@@ -270,7 +270,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     addEnder(ender, decorator)
     probeSessionClass(fastify, secure, learn)
   }
-  const expirySeconds = secure ? probeSecureSessionExpiry(fastify) : null
+  const expirySeconds = secure ? probeSecureSessionExpiry(fastify) : 0
 
   // ---- the bus
 
@@ -317,10 +317,8 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   /** The session cookie's expiry, epoch ms, or Infinity for a cookie without one. */
   function expiryOf (session: SessionLike): number {
-    if (secure) {
-      const ts = readSession(session, '__ts')
-      return typeof ts === 'number' && expirySeconds !== null ? (ts + expirySeconds) * 1000 : Infinity
-    }
+    // @fastify/secure-session stamps `__ts` (seconds) on every session it makes or changes
+    if (secure) return ((readSession(session, '__ts') as number) + (expirySeconds as number)) * 1000
     const cookie = (session as { cookie?: { originalExpires?: unknown, expires?: unknown } }).cookie
     const expires = cookie?.originalExpires ?? cookie?.expires
     const at = expires === undefined || expires === null ? NaN : new Date(expires as string).getTime()
@@ -412,16 +410,15 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       if (transport.destroyed === true) return null
       const entry = new SocketEntry(Date.now())
       const session = sessionOf(request)
-      let group: string | null = null
-      if (session !== null) {
-        learn(session, request)
-        const kept = readSession(session, groupKey)
-        if (typeof kept === 'string') {
-          group = kept
-        } else {
-          group = newGroup(session)
-          unsaved.add(entry)
-        }
+      if (session !== null) learn(session, request)
+      const kept = session === null ? undefined : readSession(session, groupKey)
+      let group: string
+      if (typeof kept === 'string') {
+        group = kept
+      } else {
+        // kept in the session, for its end to find; without a session, a group of its own
+        group = newGroup(session)
+        unsaved.add(entry)
       }
       registry.add(entry, group)
       transports.set(transport, entry)
@@ -440,7 +437,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
         // @fastify/session saves nothing after an upgrade: a group the session lacked is saved now
         await storeCall(save.call(session), opts.storeTimeout)
       }
-      if (entry.closing !== null || (entry.group !== null && ended.has(entry.group))) {
+      if (entry.closing !== null || ended.has(entry.group as string)) {
         throw new NoWebsocketTokenStored('No websocket token: the session of this upgrade ended while it was checked')
       }
       const deadline = deadlineOf(session, entry.openedAt)
@@ -502,23 +499,22 @@ function probeSessionClass (fastify: FastifyInstance, secure: boolean, learn: (s
  * a session whose `__ts` is older than that decodes as none. A binary search over encoded
  * probe sessions finds it, to the second, once at registration.
  */
-function probeSecureSessionExpiry (fastify: FastifyInstance): number | null {
+function probeSecureSessionExpiry (fastify: FastifyInstance): number {
   const f = fastify as unknown as {
-    createSecureSession?: (data: object) => SessionLike & { set (key: string, value: unknown): void }
-    encodeSecureSession?: (session: object) => string
-    decodeSecureSession?: (cookie: string, log: object) => object | null
+    createSecureSession: (data: object) => SessionLike & { set (key: string, value: unknown): void }
+    encodeSecureSession: (session: object) => string
+    decodeSecureSession: (cookie: string, log: object) => object | null
   }
-  if (f.createSecureSession === undefined || f.encodeSecureSession === undefined || f.decodeSecureSession === undefined) return null
   const quiet = { debug () {}, trace () {} }
   const decodes = (age: number): boolean => {
-    const probe = (f.createSecureSession as NonNullable<typeof f.createSecureSession>)({})
+    const probe = f.createSecureSession({})
     probe.set('__ts', Math.floor(Date.now() / 1000) - age)
-    return (f.decodeSecureSession as NonNullable<typeof f.decodeSecureSession>)((f.encodeSecureSession as NonNullable<typeof f.encodeSecureSession>)(probe), quiet) !== null
+    return f.decodeSecureSession(f.encodeSecureSession(probe), quiet) !== null
   }
   let lo = 0
   let hi = 2 ** 31
-  if (decodes(hi)) return null
-  // invariant: a session of age lo decodes, one of age hi does not
+  // invariant: a session of age lo decodes, one of age hi does not (an expiry beyond 68 years
+  // is taken as 68 years)
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2)
     if (decodes(mid)) lo = mid

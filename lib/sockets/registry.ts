@@ -32,6 +32,7 @@ export class SocketEntry {
   done = false
   /** set once the guard decided to close it: a socket that opens later is closed at once */
   closing: Close | null = null
+  /** every entry has one; a socket opened without a session has a group of its own */
   group: string | null = null
   user: string | null = null
   prevInGroup: SocketEntry | null = null
@@ -61,10 +62,9 @@ export class Registry {
   readonly deadlines = new Deadlines((entry) => this.close(entry, LIFETIME_REACHED))
   size = 0
 
-  /** Adds a reserved entry under `group` (or none). */
-  add (entry: SocketEntry, group: string | null): void {
+  /** Adds a reserved entry under `group`. */
+  add (entry: SocketEntry, group: string): void {
     this.size++
-    if (group === null) return
     const head = this.groups.get(group)
     if (head === undefined) {
       entry.group = group
@@ -100,7 +100,7 @@ export class Registry {
     if (entry.done) return
     entry.done = true
     this.size--
-    if (entry.group !== null) unlink(this.groups, entry, entry.group, 'prevInGroup', 'nextInGroup')
+    unlink(this.groups, entry, entry.group as string, 'prevInGroup', 'nextInGroup')
     if (entry.user !== null) unlink(this.users, entry, entry.user, 'prevOfUser', 'nextOfUser')
     if (entry.heapIndex !== -1) this.deadlines.remove(entry)
   }
@@ -112,7 +112,6 @@ export class Registry {
    */
   close (entry: SocketEntry, close: Close): void {
     this.remove(entry)
-    if (entry.closing !== null) return
     entry.closing = close
     entry.controller?.abort()
     if (entry.socket !== null) closeSocket(entry.socket, close)
@@ -135,10 +134,9 @@ export class Registry {
     }
   }
 
+  /** Every entry is in exactly one group: closing the groups closes them all. */
   closeAll (close: Close): void {
-    for (const head of [...this.groups.values()]) this.closeGroup(head.group as string, close)
-    for (const head of [...this.users.values()]) this.closeUser(head.user as string, close, null)
-    this.deadlines.closeAll((entry) => this.close(entry, close))
+    for (const group of [...this.groups.keys()]) this.closeGroup(group, close)
   }
 }
 
