@@ -47,8 +47,7 @@ interface NodeRedisLike extends Emitter {
   duplicate (): NodeRedisLike
   connect (): Promise<unknown>
   subscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
-  destroy? (): void
-  disconnect? (): Promise<void>
+  disconnect (): Promise<void>
 }
 
 interface IORedisLike extends Emitter {
@@ -93,11 +92,8 @@ function commandsOf (client: unknown): Commands {
     send: (args) => nr.sendCommand(args),
     async subscriber (channels, onMessage) {
       const dup = nr.duplicate()
-      const subscriber = subscriberOf(dup, () => {
-        // node-redis 5 destroys; 4 only disconnects
-        if (typeof dup.destroy === 'function') dup.destroy()
-        else dup.disconnect?.().catch(() => {})
-      }, ['error', 'end', 'reconnecting'])
+      // disconnect(): at once, in node-redis 4 and 5 alike
+      const subscriber = subscriberOf(dup, () => { dup.disconnect().catch(() => {}) }, ['error', 'end', 'reconnecting'])
       await dup.connect()
       await dup.subscribe(channels, (message, channel) => onMessage(channel, message))
       return subscriber
@@ -123,8 +119,11 @@ function parse (text: string): (CloseMessage & { from: string, at: number }) | n
   return { scope, id, code, reason, except, ended, from, at }
 }
 
-/** The close bus of a Redis client: node-redis (4 and later) or ioredis / iovalkey, standalone. */
-export function redisCloseBus (client: unknown, prefix: string): CloseBus {
+/**
+ * The close bus of a Redis client: node-redis (4 and later) or ioredis / iovalkey, standalone.
+ * `heartbeat` (ms) is for tests.
+ */
+export function redisCloseBus (client: unknown, prefix: string, { heartbeat: every = HEARTBEAT } = {}): CloseBus {
   const commands = commandsOf(client)
   const closesChannel = `${prefix}closes`
   const groupKey = (id: string): string => `${prefix}closed:${id}`
@@ -143,12 +142,14 @@ export function redisCloseBus (client: unknown, prefix: string): CloseBus {
       let retry: NodeJS.Timeout | undefined
       let retryDelay = FIRST_RETRY
       let resyncing = false
+      let gaps = 0
       let closed = false
 
       function gap (err?: unknown): void {
         if (closed) return
+        gaps++
         // a reconnecting client fails again and again: one report per gap
-        if (err !== undefined && gapSince === null) listener.error(err)
+        if (gapSince === null) listener.error(err)
         gapSince ??= lastLive
       }
 
@@ -158,28 +159,39 @@ export function redisCloseBus (client: unknown, prefix: string): CloseBus {
         commands.send(['PUBLISH', pingChannel, String(++pingsSent)]).catch(gap)
       }
 
-      /** Pings until the subscription answers, after a reconnection. */
+      /** Pings, with backoff, until the subscription answers and the resync succeeds. */
       function pingUntilAnswered (): void {
         clearTimeout(retry)
         ping()
         retry = setTimeout(pingUntilAnswered, retryDelay)
         retry.unref()
-        retryDelay = Math.min(retryDelay * 2, HEARTBEAT)
+        retryDelay = Math.min(retryDelay * 2, every)
       }
 
       function answered (seq: number): void {
         if (seq !== pingsSent) return
         pingAnswered = seq
-        clearTimeout(retry)
-        retryDelay = FIRST_RETRY
         lastLive = Date.now()
-        if (gapSince === null || resyncing) return
+        if (resyncing) return
+        clearTimeout(retry)
+        if (gapSince === null) {
+          retryDelay = FIRST_RETRY
+          return
+        }
         const since = gapSince
+        const seen = gaps
         resyncing = true
-        // the gap stays open until the listener has read the markers; a failure keeps it for the next ping
+        // the gap stays open until the listener has read the markers (and any new gap since)
         listener.resync(since).then(() => {
-          if (gapSince === since) gapSince = null
-        }, gap).finally(() => { resyncing = false })
+          if (gaps === seen) gapSince = null
+          resyncing = false
+          retryDelay = FIRST_RETRY
+        }, (err: unknown) => {
+          listener.error(err)
+          resyncing = false
+          retry = setTimeout(pingUntilAnswered, retryDelay)
+          retry.unref()
+        })
       }
 
       function onMessage (channel: string, text: string): void {
@@ -197,9 +209,9 @@ export function redisCloseBus (client: unknown, prefix: string): CloseBus {
       subscriber.on('ready', () => { if (gapSince !== null) pingUntilAnswered() })
       // a connection that died silently answers no ping: that is a gap too
       const heartbeat = setInterval(() => {
-        if (pingAnswered !== pingsSent && Date.now() - pingSentAt >= HEARTBEAT) gap()
+        if (pingAnswered !== pingsSent && Date.now() - pingSentAt >= every) gap()
         ping()
-      }, HEARTBEAT)
+      }, every)
       heartbeat.unref()
 
       return {

@@ -73,7 +73,10 @@ export interface CloseListener {
    * promise resolves the gap stays open, and a rejection has the next ping try again.
    */
   resync (since: number): Promise<void>
-  /** an error of the subscription's own connection (it reconnects by itself) */
+  /**
+   * The subscription lost its connection (`err` when the client said why; it reconnects by
+   * itself), or a resync failed (it is tried again).
+   */
   error (err: unknown): void
 }
 
