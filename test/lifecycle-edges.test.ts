@@ -308,6 +308,13 @@ t.test('tokens without a group (issued by the seed\'s function) are dropped at l
 })
 
 t.test('lifecycle options are checked at registration', async (t) => {
+  const plain = Fastify()
+  t.teardown(() => plain.close())
+  await plain.register(cookie)
+  await plain.register(session, { secret: SECRET })
+  await plain.register(websocket)
+  await plain.register(websocketGuard)
+  t.equal(held(plain)?.sockets, 0, 'no options: the defaults, closeOnSessionEnd on')
   for (const [options, name] of [[{ identify: 'me' }, 'identify'], [{ maxSocketLifetime: 0 }, 'maxSocketLifetime'], [{ revalidateInterval: 'often' }, 'revalidateInterval'], [{ closeOnSessionEnd: 'yes' }, 'closeOnSessionEnd']] as const) {
     const server = Fastify()
     t.teardown(() => server.close())

@@ -224,6 +224,8 @@ t.test('a resync that fails is tried again; garbage on the channel and in marker
           publish: live.publish,
           close: live.close,
           async missed (groups, users) {
+            // slow, so that pings are answered while it runs
+            await new Promise((resolve) => setTimeout(resolve, 150))
             if (failures-- > 0) throw new Error('missed failed')
             return await live.missed(groups, users)
           }
@@ -232,7 +234,7 @@ t.test('a resync that fails is tried again; garbage on the channel and in marker
     }
   })
   const a = await node(t, redis.url)
-  const b = await node(t, redis.url, { adapt: flaky, eager: true })
+  const b = await node(t, redis.url, { adapt: flaky, eager: true, heartbeat: 30 })
   const admin = createClient({ url: redis.url })
   await admin.connect()
   t.teardown(() => { admin.destroy() })
@@ -309,9 +311,11 @@ t.test('@fastify/secure-session across instances: delete() on A closes B\'s sock
     ...store,
     bus: { subscribe: async (listener: CloseListener) => await (store.bus as NonNullable<TokenStore['bus']>).subscribe({ ...listener, message () {} }) }
   })
+  // a @fastify/secure-session session does not know its app: every app of this process that
+  // ends sessions would end it. B and C leave that to A, as separate processes would.
   const a = await node(t, redis.url, { sessions: 'secure' })
-  const b = await node(t, redis.url, { sessions: 'secure', adapt: deaf, guard: { revalidateInterval: 100 } })
-  const c = await node(t, redis.url, { sessions: 'secure' })
+  const b = await node(t, redis.url, { sessions: 'secure', adapt: deaf, guard: { revalidateInterval: 100, closeOnSessionEnd: false } })
+  const c = await node(t, redis.url, { sessions: 'secure', guard: { closeOnSessionEnd: false } })
   const alice = new Client(a.base, APP_ORIGIN)
   await call(alice, '/login', 'POST', { user: 'alice' })
   const onB = await openOn(alice, b)

@@ -40,6 +40,7 @@ interface Subscriber {
 
 interface Emitter {
   on (event: string, listener: (...args: any[]) => void): unknown
+  removeAllListeners (): unknown
 }
 
 interface NodeRedisLike extends Emitter {
@@ -59,14 +60,22 @@ interface IORedisLike extends Emitter {
   disconnect (): void
 }
 
-/** Wraps a duplicated connection's events: `ready` after each (re)connection, `gap` when it is lost. */
-function subscriberOf (connection: Emitter, close: () => void, lostOn: string[]): Subscriber {
+/**
+ * Wraps a duplicated connection's events: `ready` after each (re)connection, `gap` when it is
+ * lost. Once closed it reports nothing more (an error still has a listener: unheard, it would
+ * crash the process).
+ */
+function subscriberOf (connection: Emitter & { removeAllListeners (): unknown }, disconnect: () => void, lostOn: string[]): Subscriber {
   const listeners: { ready: Array<(err?: unknown) => void>, gap: Array<(err?: unknown) => void> } = { ready: [], gap: [] }
   connection.on('ready', () => { for (const l of listeners.ready) l() })
   for (const event of lostOn) connection.on(event, (err?: unknown) => { for (const l of listeners.gap) l(err) })
   return {
     on (event, listener) { listeners[event].push(listener) },
-    close
+    close () {
+      connection.removeAllListeners()
+      connection.on('error', () => {})
+      disconnect()
+    }
   }
 }
 
@@ -146,7 +155,6 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
       let closed = false
 
       function gap (err?: unknown): void {
-        if (closed) return
         gaps++
         // a reconnecting client fails again and again: one report per gap
         if (gapSince === null) listener.error(err)
@@ -195,7 +203,6 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
       }
 
       function onMessage (channel: string, text: string): void {
-        if (closed) return
         if (channel === pingChannel) return answered(Number(text))
         const message = parse(text)
         // our own closes were applied here before they were published
