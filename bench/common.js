@@ -1,9 +1,12 @@
 'use strict'
-// Small helpers shared by the bench processes: statistics, the child-process protocol, and
-// where the built package is loaded from.
+// Small helpers shared by the bench processes: statistics, goals, the child-process
+// protocol, and where the built package is loaded from.
 const { once } = require('node:events')
 const { fork } = require('node:child_process')
 const { join } = require('node:path')
+
+// the allowed origin of every bench server, sent by the load generator
+const ORIGIN = 'http://bench.example'
 
 /** Where bench/run.js put the snapshot of dist/ that every child loads. */
 function packageEntry () {
@@ -29,10 +32,34 @@ function percentile (values, p) {
   return sorted[index]
 }
 
-/** CPU microseconds (user + system) since `start`, a `process.cpuUsage()` value. */
-function cpuSince (start) {
-  const d = process.cpuUsage(start)
-  return d.user + d.system
+/**
+ * A goal is data: `{ max: 1.06 }`, `{ min: 0.95 }` or `{ equal: 1 }`, with an optional
+ * `unit` (' B'); `null` for a figure that only informs. Its text and its check both read
+ * that one value.
+ */
+function goalText (goal) {
+  if (goal === null) return '(informative)'
+  // 1.1 prints as 1.10, as ratios are written
+  const n = (v) => Number.isInteger(v) || String(v).split('.')[1].length >= 2 ? String(v) : v.toFixed(2)
+  const unit = goal.unit ?? ''
+  if (goal.max !== undefined) return `≤ ${n(goal.max)}${unit}`
+  if (goal.min !== undefined) return `≥ ${n(goal.min)}${unit}`
+  if (goal.equal !== undefined) return `= ${n(goal.equal)}${unit}`
+  throw new Error(`a goal has max, min or equal: ${JSON.stringify(goal)}`)
+}
+
+/** Whether `value` meets `goal`: true, false, or null for an informative figure. */
+function goalMet (goal, value) {
+  if (goal === null) return null
+  if (goal.max !== undefined) return value <= goal.max
+  if (goal.min !== undefined) return value >= goal.min
+  if (goal.equal !== undefined) return value === goal.equal
+  throw new Error(`a goal has max, min or equal: ${JSON.stringify(goal)}`)
+}
+
+/** The goal's limit, for telling a miss from noise. */
+function goalLimit (goal) {
+  return goal === null ? undefined : goal.max ?? goal.min ?? goal.equal
 }
 
 /**
@@ -59,7 +86,6 @@ function spawnChild (file, args, options = {}) {
   })
   return {
     child,
-    name: args.join('-') || file,
     call (message) {
       const id = nextId++
       return new Promise((resolve, reject) => {
@@ -102,4 +128,4 @@ function serve (handlers) {
   process.on('disconnect', () => process.exit(0))
 }
 
-module.exports = { packageEntry, loadPackage, median, percentile, cpuSince, spawnChild, serve }
+module.exports = { ORIGIN, goalText, goalMet, goalLimit, packageEntry, loadPackage, median, percentile, spawnChild, serve }

@@ -67,65 +67,46 @@ async function pool (count, concurrency, task) {
   return Number(process.hrtime.bigint() - start) / 1e6
 }
 
-// one session per worker and server, kept across rounds like a user who reconnects
+// each worker's own sessions on each server, kept across rounds like users who reconnect;
+// no two requests of one session are ever in flight together, as in a browser tab
 const jars = new Map()
-function jarsFor (port, n) {
+function jarsFor (port, workers, perWorker) {
   let list = jars.get(port)
   if (list === undefined) {
     list = []
     jars.set(port, list)
   }
-  while (list.length < n) list.push({ cookie: '' })
+  while (list.length < workers) list.push([])
+  for (const mine of list) while (mine.length < perWorker) mine.push({ cookie: '' })
   return list
 }
 
-// tokens fetched by `prepare` for later `upgrade` calls, per server
-const prepared = new Map()
-
-/** Ops for every target, interleaved: A B A B …, so that both see the same moments. */
-function interleave (lists) {
+/**
+ * `count` ops for every target, interleaved (A B C A B C …) so that all meet the same
+ * moments of a noisy machine, starting from target `first` so that no server is always first.
+ */
+function interleave (targets, count, first) {
+  const order = targets.map((_, i) => targets[(first + i) % targets.length])
   const out = []
-  for (let i = 0; i < lists[0].length; i++) for (const list of lists) out.push(list[i])
+  for (let i = 0; i < count; i++) out.push(...order)
   return out
 }
 
 serve({
-  // token request + upgrade, `count` times on each target, the targets taking turns
-  async flow ({ targets, count, concurrency }) {
-    const ops = interleave(targets.map((t) => Array.from({ length: count }, () => t)))
-    const workerJars = targets.map((t) => jarsFor(t.port, concurrency))
+  // token request + upgrade, `count` times on each target; `sessions` sessions per target
+  async flow ({ targets, count, concurrency, sessions, first }) {
+    const ops = interleave(targets, count, first)
+    const perWorker = Math.ceil(sessions / concurrency)
+    const used = new Map()
     let next = 0
     const ms = await pool(ops.length, concurrency, async (w) => {
       const t = ops[next++]
-      const jar = workerJars[targets.indexOf(t)][w]
+      const mine = jarsFor(t.port, concurrency, perWorker)[w]
+      const k = used.get(mine) ?? 0
+      used.set(mine, k + 1)
+      const jar = mine[k % perWorker]
       const { token } = await getJson(t.port, t.tokenPath, jar)
       await openAndClose(t.port, token, jar, t.origin)
-    })
-    return { ops: count, ms }
-  },
-  // one token each for `sessions` new sessions, used by later `upgrade` calls
-  async prepare ({ port, tokenPath, sessions }) {
-    const list = prepared.get(port) ?? []
-    prepared.set(port, list)
-    for (let s = 0; s < sessions; s++) {
-      const jar = { cookie: '' }
-      const { token } = await getJson(port, tokenPath, jar)
-      list.push({ jar, token })
-    }
-    return { tokens: list.length }
-  },
-  // upgrades with `count` of each target's prepared tokens, the targets taking turns
-  async upgrade ({ targets, concurrency, count }) {
-    const lists = targets.map((t) => {
-      const list = prepared.get(t.port).splice(0, count)
-      if (list.length < count) throw new Error(`only ${list.length} prepared tokens left, ${count} needed`)
-      return list.map((p) => ({ ...p, port: t.port, origin: t.origin }))
-    })
-    const ops = interleave(lists)
-    let next = 0
-    const ms = await pool(ops.length, concurrency, async () => {
-      const { port, jar, token, origin } = ops[next++]
-      await openAndClose(port, token, jar, origin)
     })
     return { ops: count, ms }
   },

@@ -1,13 +1,24 @@
 'use strict'
-// Compares the V8 CPU profiles that `node bench/run.js --only=N --profile` writes for the
-// guarded and the baseline server: self time per operation of each function on both sides,
-// largest differences first, and the time spent inside the guard's own code.
-//   node bench/profile-summary.js [bench/profiles] [top] [guarded|guarded-1]
+// Compares the V8 CPU profiles that `node bench/run.js --only N --profile` writes for two
+// servers (by default the guard and the baseline of the logger-off comparison): self time
+// per operation of each function on both sides, largest differences first, and the time
+// spent inside the guard's own code. Server names are the directories of bench/profiles/.
+//   node bench/profile-summary.js [--dir bench/profiles] [--top 30]
+//                                 [--guarded logger-off-guard] [--baseline logger-off-baseline]
 const { readFileSync, readdirSync } = require('node:fs')
 const { join, relative } = require('node:path')
+const { parseArgs } = require('node:util')
 
-const dir = process.argv[2] ?? join(__dirname, 'profiles')
-const top = Number(process.argv[3] ?? 30)
+const { values: args } = parseArgs({
+  options: {
+    dir: { type: 'string', default: join(__dirname, 'profiles') },
+    top: { type: 'string', default: '30' },
+    guarded: { type: 'string', default: 'logger-off-guard' },
+    baseline: { type: 'string', default: 'logger-off-baseline' }
+  }
+})
+const dir = args.dir
+const top = Number(args.top)
 const ops = JSON.parse(readFileSync(join(dir, 'ops.json'), 'utf8'))
 
 function isGuardCode (url) {
@@ -53,21 +64,20 @@ function load (name) {
   return { self, guard, busy, inGuard }
 }
 
-const side = process.argv[4] ?? 'guarded'
-const g = load(side)
-const b = load('baseline')
-const per = (us, name) => us / ops[name === 'guarded' ? side : name]
+const g = load(args.guarded)
+const b = load(args.baseline)
+const per = (us, name) => us / ops[name]
 const f = (v) => v.toFixed(2).padStart(8)
-console.log(`operations: guarded ${ops.guarded}, baseline ${ops.baseline}`)
-console.log(`busy µs/op: guarded ${f(per(g.busy, 'guarded'))}, baseline ${f(per(b.busy, 'baseline'))}; inside the guard's code ${f(per(g.inGuard, 'guarded'))}\n`)
+console.log(`operations: ${args.guarded} ${ops[args.guarded]}, ${args.baseline} ${ops[args.baseline]}`)
+console.log(`busy µs/op: ${args.guarded} ${f(per(g.busy, args.guarded))}, ${args.baseline} ${f(per(b.busy, args.baseline))}; inside the guard's code ${f(per(g.inGuard, args.guarded))}\n`)
 
 const keys = new Set([...g.self.keys(), ...b.self.keys()])
 const diff = [...keys].map((k) => {
-  const gv = per(g.self.get(k) ?? 0, 'guarded')
-  const bv = per(b.self.get(k) ?? 0, 'baseline')
+  const gv = per(g.self.get(k) ?? 0, args.guarded)
+  const bv = per(b.self.get(k) ?? 0, args.baseline)
   return { k, gv, bv, d: gv - bv }
 }).sort((x, y) => Math.abs(y.d) - Math.abs(x.d))
 console.log('self µs/op   guarded baseline     diff')
 for (const { k, gv, bv, d } of diff.slice(0, top)) console.log(`          ${f(gv)} ${f(bv)} ${f(d)}  ${k}`)
 console.log('\ninclusive µs/op of the guard\'s functions:')
-for (const [k, t] of [...g.guard].sort((x, y) => y[1] - x[1]).slice(0, top)) console.log(`${f(per(t, 'guarded'))}  ${k}`)
+for (const [k, t] of [...g.guard].sort((x, y) => y[1] - x[1]).slice(0, top)) console.log(`${f(per(t, args.guarded))}  ${k}`)

@@ -1,16 +1,13 @@
 'use strict'
-// Figure 4: the Redis store against a real redis-server on a free loopback port.
+// Redis for the bench: the redis-server it starts, and the Redis store's round trips.
 // Round trips are counted by a TCP relay between client and server: one round trip is a
 // burst of bytes from the client that follows an answer (or opens the connection). That
 // counts what the network sees, whichever client library is used and however it batches.
-// Latency is measured on a direct connection, alternating consume with a plain GET (one
-// round trip of the same client) as its baseline.
 const { spawn } = require('node:child_process')
 const { accessSync, constants } = require('node:fs')
 const net = require('node:net')
 const { delimiter, join } = require('node:path')
 const { createHash, randomBytes } = require('node:crypto')
-const { loadPackage, median, percentile, serve } = require('./common')
 
 function onPath (name) {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
@@ -34,9 +31,9 @@ async function freePort () {
   return port
 }
 
-function startRedis (bin, port) {
+function spawnRedis (bin, port, args) {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--logfile', ''], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--logfile', '', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let output = ''
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`redis-server did not start: ${output}`)) }, 10_000)
     child.stdout.on('data', (chunk) => {
@@ -50,6 +47,27 @@ function startRedis (bin, port) {
     child.stderr.on('data', (chunk) => { output += chunk })
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`redis-server exited (${code}): ${output}`)) })
   })
+}
+
+/**
+ * A redis-server of its own on a free loopback port: `{ port, url, stop() }`. The one place
+ * the bench launches Redis, with the signature of scripts/redis.js's startRedis, so that it
+ * can become that launcher in one line.
+ */
+async function startRedis (args = []) {
+  const bin = onPath('redis-server')
+  if (bin === null) throw new Error('redis-server is not on PATH (Debian: apt-get install redis-server)')
+  const port = await freePort()
+  const child = await spawnRedis(bin, port, args)
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async stop () {
+      child.kill('SIGKILL')
+      await exited
+    }
+  }
 }
 
 /** A relay to `port` that counts client round trips. */
@@ -87,17 +105,18 @@ const clients = {
     const client = createClient({ url: `redis://127.0.0.1:${port}` })
     client.on('error', () => {})
     await client.connect()
-    return { client, get: (key) => client.get(key), flushScripts: () => client.sendCommand(['SCRIPT', 'FLUSH']), quit: () => client.quit() }
+    return { client, flushScripts: () => client.sendCommand(['SCRIPT', 'FLUSH']), quit: () => client.quit() }
   },
   async ioredis (port) {
     const IORedis = require('ioredis')
     const client = new IORedis({ port, host: '127.0.0.1', lazyConnect: true })
     client.on('error', () => {})
     await client.connect()
-    return { client, get: (key) => client.get(key), flushScripts: () => client.script('FLUSH'), quit: () => client.quit() }
+    return { client, flushScripts: () => client.script('FLUSH'), quit: () => client.quit() }
   }
 }
 
+/** Round trips per issue and per consume of `redisTokenStore` through client `name`. */
 async function roundTrips (redisTokenStore, redisPort, name, ops) {
   const relay = await countingRelay(redisPort)
   const { client, flushScripts, quit } = await clients[name](relay.port)
@@ -132,77 +151,4 @@ async function roundTrips (redisTokenStore, redisPort, name, ops) {
   }
 }
 
-async function latency (redisTokenStore, redisPort, name, ops) {
-  const { client, get, quit } = await clients[name](redisPort)
-  try {
-    const store = redisTokenStore({ client, prefix: 'bench-lat:' })
-    const consume = []
-    const plain = []
-    const time = async (list, fn) => {
-      const start = process.hrtime.bigint()
-      await fn()
-      list.push(Number(process.hrtime.bigint() - start) / 1000)
-    }
-    for (let i = 0; i < ops + 200; i++) {
-      const r = record()
-      const id = `id-${i}`
-      await store.issue(id, r, 8)
-      // A B A B: a consume, then the baseline (a GET on the same connection)
-      if (i < 200) {
-        await store.consume(id, r.hash, '/chat', Date.now())
-        await get('bench-lat:none')
-        continue
-      }
-      await time(consume, () => store.consume(id, r.hash, '/chat', Date.now()))
-      await time(plain, () => get('bench-lat:none'))
-    }
-    return {
-      consume: { p50: median(consume), p99: percentile(consume, 99) },
-      get: { p50: median(plain), p99: percentile(plain, 99) }
-    }
-  } finally {
-    await quit()
-  }
-}
-
-serve({
-  async run ({ quick }) {
-    const rows = []
-    const notes = []
-    const skip = (why) => {
-      notes.push(`figure 4 skipped: ${why}`)
-      rows.push({ figure: '4. Redis store', value: `skipped: ${why}`, baseline: '', ratio: '', goal: '', met: null })
-      return { rows, notes }
-    }
-    const { mod } = loadPackage()
-    if (typeof mod.redisTokenStore !== 'function') return skip('this build exports no redisTokenStore')
-    const bin = onPath('redis-server')
-    if (bin === null) return skip('redis-server is not on PATH (Debian: apt-get install redis-server)')
-
-    const port = await freePort()
-    const server = await startRedis(bin, port)
-    try {
-      for (const name of ['node-redis', 'ioredis']) {
-        const rt = await roundTrips(mod.redisTokenStore, port, name, quick ? 50 : 200)
-        notes.push(`${name}: the first issue and consume after SCRIPT FLUSH took ${rt.first.issue} and ${rt.first.consume} round trips (script loading)`)
-        rows.push({ figure: `4. Redis store (${name}): round trips per issue`, value: rt.issue.toFixed(2), baseline: '1', ratio: rt.issue, goal: '= 1', met: rt.issue === 1 })
-        rows.push({ figure: `4. Redis store (${name}): round trips per consume`, value: rt.consume.toFixed(2), baseline: '1', ratio: rt.consume, goal: '= 1', met: rt.consume === 1 })
-      }
-      for (const name of ['node-redis', 'ioredis']) {
-        const l = await latency(mod.redisTokenStore, port, name, quick ? 500 : 3000)
-        const us = (v) => `${v.toFixed(0)} µs`
-        rows.push({
-          figure: `4. Redis store (${name}): consume latency p50 / p99 (baseline: a GET)`,
-          value: `${us(l.consume.p50)} / ${us(l.consume.p99)}`,
-          baseline: `${us(l.get.p50)} / ${us(l.get.p99)}`,
-          ratio: `${(l.consume.p50 / l.get.p50).toFixed(2)}× / ${(l.consume.p99 / l.get.p99).toFixed(2)}×`,
-          goal: '(loopback)',
-          met: null
-        })
-      }
-    } finally {
-      server.kill('SIGKILL')
-    }
-    return { rows, notes }
-  }
-})
+module.exports = { startRedis, roundTrips }

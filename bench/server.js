@@ -1,20 +1,37 @@
 'use strict'
 // One bench server, alone in its process so that its CPU time can be read with
-// process.cpuUsage(). `node bench/server.js guarded|guarded-store|baseline [maxTokens]`.
+// process.cpuUsage().
 //
-// guarded:  @fastify/session + @fastify/websocket + the guard (origin allow-list, tokens in
-//           the session, maxTokens as given or the default 8); GET /websocket-token issues,
-//           GET /chat is a guarded upgrade.
-// guarded-store: the same with the tokens in the in-memory TokenStore (the session holds
-//           an id), so that consuming a token does not save the session.
-// baseline: the same app without the guard; GET /plain-token writes one session value and
-//           answers the same JSON, GET /chat is an unguarded upgrade.
+//   node bench/server.js --variant guard|hand-written|baseline [--logger on|off]
+//                        [--redis-url redis://…] [--max-tokens N]
+//
+// Every variant is the same app (@fastify/cookie, @fastify/session, @fastify/websocket, one
+// upgrade route GET /chat) with a different check in front of the upgrade:
+// guard:        the plugin (origin allow-list, tokens in the session); GET /websocket-token.
+// hand-written: what a careful user writes instead of the plugin; GET /hand-token puts a
+//               random token into the session, a preValidation hook on /chat checks it.
+// baseline:     no check; GET /plain-token writes one session value.
+// Sessions are @fastify/session's default in-process MemoryStore, or Redis through
+// connect-redis with --redis-url. --logger on logs at info into a stream that drops the
+// lines: the logging's own cost is measured, the I/O of the lines is not.
+const { randomBytes, timingSafeEqual } = require('node:crypto')
+const { PerformanceObserver } = require('node:perf_hooks')
+const { parseArgs } = require('node:util')
 const Fastify = require('fastify')
 const cookie = require('@fastify/cookie')
 const session = require('@fastify/session')
 const websocket = require('@fastify/websocket')
-const { PerformanceObserver } = require('node:perf_hooks')
-const { loadPackage, serve } = require('./common')
+const { ORIGIN, loadPackage, serve } = require('./common')
+
+const { values: args } = parseArgs({
+  options: {
+    variant: { type: 'string' },
+    logger: { type: 'string', default: 'off' },
+    'redis-url': { type: 'string' },
+    'max-tokens': { type: 'string' },
+    name: { type: 'string' }
+  }
+})
 
 // time spent in garbage collection, reported next to the CPU time
 let gcMs = 0
@@ -23,68 +40,89 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] })
 
 const SECRET = 'a-bench-secret-with-at-least-32-characters'
-const ORIGIN = 'http://bench.example'
-const variant = process.argv[2]
+const TOKEN_KEY = 'websocket_token'
 
-/**
- * Sessions kept serialised, as production session stores (Redis, a database) keep them.
- * @fastify/session's own MemoryStore keeps each session object, and with it the last request
- * that saved it: after an upgrade that is the upgrade's socket, which would make the
- * comparison one of retained sockets rather than of the guard.
- */
-class SerialisingStore {
-  constructor () {
-    this.sessions = new Map()
-  }
+const variants = {
+  async guard (app) {
+    const { plugin } = loadPackage()
+    const maxTokens = args['max-tokens'] === undefined ? undefined : Number(args['max-tokens'])
+    await app.register(plugin, { origins: ORIGIN, maxTokens })
+    return { tokenPath: '/websocket-token', guard: true }
+  },
 
-  set (id, session, callback) {
-    this.sessions.set(id, JSON.stringify(session))
-    callback()
-  }
+  // The check issue 14 describes, written as a careful user would, without the plugin.
+  async 'hand-written' (app) {
+    const allowed = new Set([ORIGIN])
+    app.get('/hand-token', async (request, reply) => {
+      const token = randomBytes(32).toString('base64url')
+      request.session.set(TOKEN_KEY, token)
+      reply.header('cache-control', 'no-store')
+      return { token }
+    })
+    const preValidation = async (request, reply) => {
+      if (!allowed.has(request.headers.origin)) return reply.code(403).send({ message: 'Forbidden' })
+      const q = request.url.indexOf('?')
+      const presented = q === -1 ? null : new URLSearchParams(request.url.slice(q + 1)).get('token')
+      const expected = request.session.get(TOKEN_KEY)
+      if (typeof presented !== 'string' || typeof expected !== 'string' || presented.length !== expected.length ||
+          !timingSafeEqual(Buffer.from(presented), Buffer.from(expected))) {
+        return reply.code(403).send({ message: 'Forbidden' })
+      }
+      delete request.session[TOKEN_KEY]
+      // @fastify/session saves in onSend, which a successful upgrade never reaches
+      await request.session.save()
+    }
+    return { tokenPath: '/hand-token', guard: false, preValidation }
+  },
 
-  get (id, callback) {
-    const text = this.sessions.get(id)
-    callback(null, text === undefined ? null : JSON.parse(text))
-  }
-
-  destroy (id, callback) {
-    this.sessions.delete(id)
-    callback()
-  }
-}
-
-async function build () {
-  // logging on, as in production, into a stream that drops the lines: the guard's log
-  // redaction is part of its cost, the I/O of the lines is not
-  const app = Fastify({ logger: { level: 'info', stream: { write () {} } } })
-  await app.register(cookie)
-  await app.register(session, { secret: SECRET, cookie: { secure: false }, store: new SerialisingStore() })
-  await app.register(websocket)
-  if (variant === 'guarded' || variant === 'guarded-store') {
-    const { plugin, mod } = loadPackage()
-    const maxTokens = process.argv[3] === undefined ? undefined : Number(process.argv[3])
-    const store = variant === 'guarded-store' ? mod.memoryTokenStore() : undefined
-    await app.register(plugin, { origins: ORIGIN, maxTokens, store })
-  } else if (variant === 'baseline') {
+  async baseline (app) {
     let n = 0
     app.get('/plain-token', async (request, reply) => {
       // as much as the token route does that is not the guard: one session write, same JSON
-      request.session.set('websocket_token', String(++n).padStart(43, '0'))
+      request.session.set(TOKEN_KEY, String(++n).padStart(43, '0'))
       reply.header('cache-control', 'no-store')
       return { token: 'x'.repeat(43), expiresAt: Date.now() + 60_000 }
     })
-  } else {
-    throw new Error(`unknown variant ${variant}`)
+    return { tokenPath: '/plain-token', guard: false }
   }
-  let opened = 0
-  app.get('/chat', { websocket: true, guard: variant !== 'baseline' }, () => { opened++ })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  return { app, opened: () => opened }
 }
 
-build().then(({ app, opened }) => {
+async function sessionStore () {
+  if (args['redis-url'] === undefined) return { store: undefined, close () {} }
+  const { createClient } = require('redis')
+  const { RedisStore } = require('connect-redis')
+  const client = createClient({ url: args['redis-url'] })
+  client.on('error', () => {})
+  await client.connect()
+  // each server its own prefix: servers of one run share one redis-server
+  const store = new RedisStore({ client, prefix: `bench-${args.name ?? process.pid}:` })
+  return { store, close: () => client.quit() }
+}
+
+async function build () {
+  const variant = variants[args.variant]
+  if (variant === undefined) throw new Error(`unknown variant ${args.variant}`)
+  if (args.logger !== 'on' && args.logger !== 'off') throw new Error(`--logger is on or off, not ${args.logger}`)
+  const logger = args.logger === 'on' ? { level: 'info', stream: { write () {} } } : false
+  const app = Fastify({ logger })
+  const sessions = await sessionStore()
+  app.addHook('onClose', () => sessions.close())
+  await app.register(cookie)
+  await app.register(session, { secret: SECRET, cookie: { secure: false }, store: sessions.store })
+  await app.register(websocket)
+  const { tokenPath, guard, preValidation } = await variant(app)
+  let opened = 0
+  app.get('/chat', { websocket: true, guard, preValidation }, (socket) => {
+    opened++
+    socket.on('error', () => {})
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, tokenPath, opened: () => opened }
+}
+
+build().then(({ app, tokenPath, opened }) => {
   serve({
-    address: () => ({ port: app.server.address().port, origin: ORIGIN, variant }),
+    address: () => ({ port: app.server.address().port, origin: ORIGIN, tokenPath }),
     cpu: () => {
       const u = process.cpuUsage()
       return { cpu: u.user + u.system, gc: gcMs * 1000, opened: opened() }

@@ -4,7 +4,7 @@
  *
  * - the chat, http://127.0.0.1:3000/ : a Fastify app with in-memory sessions whose WebSocket
  *   route `/chat` is protected by fastify-websocket-guard; its page connects through
- *   `fastify-websocket-guard/client` (dist/client.js, served to the page as /client.js);
+ *   `fastify-websocket-guard/client` (dist/client.mjs, served to the page as /client.js);
  * - the attacker, http://127.0.0.1:3001/ : another origin (same host, another port, so the
  *   browser sends it the chat's session cookie, as it would to a sibling subdomain) whose page
  *   tries to hijack the chat's socket and shows each attempt refused.
@@ -79,7 +79,7 @@ async function startChat (options, config) {
 
   // What the attacker would get without the guard: the session cookie rides along, so this
   // socket opens as the victim. Only here to show that the guard, not the browser, stops it.
-  app.get('/unguarded', { websocket: true }, (socket, request) => {
+  app.get('/unguarded', { websocket: true, guard: false }, (socket, request) => {
     socket.send(JSON.stringify({ type: 'welcome', name: request.session.get('name') }))
     socket.close()
   })
@@ -114,7 +114,7 @@ async function startAttacker (options, config) {
 
 /**
  * Starts the chat and the attacker's site. Options: `port` and `attackerPort` (0 picks free
- * ones), `plugin` (default: this package, built), `clientFile` (default: dist/client.js),
+ * ones), `plugin` (default: this package, built), `clientFile` (default: dist/client.mjs),
  * `sessionSecret`, `logger`, `guard` (more plugin options), `onReject` (the plugin's),
  * `onConnect({ url, protocol, websocketGuard, name, socket })` (each opened chat socket).
  */
@@ -123,7 +123,7 @@ async function startDemo (options = {}) {
     port: 0,
     attackerPort: 0,
     plugin: options.plugin ?? require('..'),
-    clientFile: join(__dirname, '..', 'dist', 'client.js'),
+    clientFile: join(__dirname, '..', 'dist', 'client.mjs'),
     sessionSecret: randomBytes(32).toString('base64url'),
     logger: false,
     ...options

@@ -7,9 +7,9 @@
  * forgets expired tokens, but how many sessions a client can make is bounded only by how fast
  * it may ask: put a limit on the token route.
  *
- * The guard declares its token route itself, so the limit is attached by an `onRoute` hook
- * added before the guard is registered. `global: false` limits nothing else; give the
- * WebSocket route a limit of its own the same way if you want one.
+ * The guard declares its token route itself; `tokenRouteOptions.config.rateLimit` gives it
+ * the limit (with `global: false`, @fastify/rate-limit limits only routes that ask). Give
+ * the WebSocket route a limit of its own the same way, in its own `config`, if you want one.
  *
  *   npm run build && node examples/rate-limit.js
  *   for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:3000/websocket-token; done
@@ -33,7 +33,6 @@ const rateLimit = require('@fastify/rate-limit')
  */
 async function buildApp (options = {}) {
   const plugin = options.plugin ?? require('..')
-  const tokenRoute = options.guard?.tokenRoute ?? '/websocket-token'
   const app = Fastify({ logger: options.logger ?? false })
   await app.register(cookie)
   await app.register(session, {
@@ -44,18 +43,15 @@ async function buildApp (options = {}) {
   await app.register(websocket)
 
   // Keyed by client address (request.ip): a client that drops its cookie is still the
-  // same client. The limiter runs as the token route's first onRequest hook, so a
+  // same client. The limiter runs as one of the token route's onRequest hooks, so a
   // refused request never reaches the handler and no token is issued.
   await app.register(rateLimit, { global: false })
-  const limitTokenRoute = app.rateLimit({ max: options.max ?? 10, timeWindow: options.timeWindow ?? '1 minute' })
-  app.addHook('onRoute', (route) => {
-    if (route.url === tokenRoute && route.method === 'GET') {
-      route.onRequest = [limitTokenRoute, ...[route.onRequest ?? []].flat()]
-    }
-  })
 
   // no `origins`: same-origin only
-  await app.register(plugin, options.guard)
+  await app.register(plugin, {
+    ...options.guard,
+    tokenRouteOptions: { config: { rateLimit: { max: options.max ?? 10, timeWindow: options.timeWindow ?? '1 minute' } } }
+  })
 
   app.get('/chat', { websocket: true, guard: true }, (socket) => {
     socket.send('hello')

@@ -17,8 +17,12 @@ export class WebsocketSecurityError extends Error {
 export class WebsocketOriginNotAllowed extends WebsocketSecurityError {
   override readonly code = 'WS_GUARD_ORIGIN_NOT_ALLOWED'
 
-  constructor (message = 'Origin not allowed') {
+  /** under the same-origin default: the origin the server expected (logged, never sent) */
+  expected?: string
+
+  constructor (message = 'Origin not allowed', expected?: string | null) {
     super(message)
+    if (typeof expected === 'string') this.expected = expected
   }
 }
 
@@ -88,6 +92,16 @@ export class WebsocketGuardNoSession extends WebsocketGuardError {
   }
 }
 
+/**
+ * An upgrade of a websocket route that the plugin did not see declared (declared before it
+ * was registered, or outside its encapsulation context): 500, the socket never opens.
+ */
+export class WebsocketGuardRouteNotGuarded extends WebsocketGuardError {
+  constructor (message: string) {
+    super('WS_GUARD_ROUTE_NOT_GUARDED', 500, message)
+  }
+}
+
 /** A plugin the guard needs is not registered: thrown at start-up. */
 export class WebsocketGuardMissingDependency extends WebsocketGuardError {
   constructor (message: string) {
@@ -108,9 +122,13 @@ export class WebsocketGuardOptionError extends TypeError {
   }
 }
 
-/** Refused by the guard: a security error, or a 503 because the guard could not decide. */
-export type Refusal = WebsocketSecurityError | WebsocketGuardStoreUnavailable
+/**
+ * Refused by the guard: a security error (403), a 503 because the guard could not decide,
+ * or a 500 because the app is wired so that it cannot check.
+ */
+export type Refusal = WebsocketSecurityError | WebsocketGuardStoreUnavailable | WebsocketGuardNoSession | WebsocketGuardRouteNotGuarded
 
 export function isRefusal (err: unknown): err is Refusal {
-  return err instanceof WebsocketSecurityError || err instanceof WebsocketGuardStoreUnavailable
+  return err instanceof WebsocketSecurityError || err instanceof WebsocketGuardStoreUnavailable ||
+    err instanceof WebsocketGuardNoSession || err instanceof WebsocketGuardRouteNotGuarded
 }

@@ -2,17 +2,17 @@
  * The guard: a `preValidation` hook on every guarded route, run before the upgrade. Its data
  * path reads top to bottom: the origin decision, then exactly one presented token, consumed
  * by the backend, then the result on the request; any failure is refused (logged, reported
- * to `onReject`) and answered by Fastify with its status (403, or 503 from a store).
+ * to `onReject`) and answered by Fastify with its status (403, 503 or 500).
  */
 import type { FastifyRequest, preValidationAsyncHookHandler } from 'fastify'
 import type { TokenBackend } from './backends/index'
-import { isRefusal, type Refusal, WebsocketGuardStoreUnavailable } from './errors'
+import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSession, WebsocketGuardStoreUnavailable, WebsocketOriginNotAllowed } from './errors'
 import type { ResolvedOptions, RouteGuard } from './options'
 import { upgradeOrigin } from './origin'
 import { sessionOf } from './session'
 import { GuardResult, type SocketTracker } from './sockets/index'
 import type { SocketEntry } from './sockets/registry'
-import { assertConsumed, pathOf, presentedToken } from './tokens'
+import { pathOf, presentedToken } from './tokens'
 
 /** `request.websocketGuard` on a guarded route that passed. */
 export interface WebsocketGuardResult {
@@ -30,10 +30,20 @@ export interface GuardContext {
   backend: TokenBackend
   /** the registry of the socket's life; `null` when the guard follows no socket */
   sockets: SocketTracker | null
+  /** the request URL with tokens redacted, for `onReject` */
+  redactUrl: (url: string) => string
+  /** routes (or paths) whose unguarded upgrades were already logged */
+  unguardedRoutes: Set<string>
+  /** whether the Secure-cookie-over-http warning was logged */
+  warnedInsecureCookie: boolean
+  /** logs and reports a refusal; the caller then throws it */
+  refuse: (request: FastifyRequest, error: Refusal) => void
 }
 
 export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationAsyncHookHandler {
   return async function websocketGuard (request: FastifyRequest): Promise<void> {
+    // a plain HTTP request to the route is not checked and consumes nothing
+    if ((request as { ws?: unknown }).ws !== true) return
     let entry: SocketEntry | null = null
     try {
       // 1. origin: a refused origin never reaches the token, so it consumes nothing
@@ -46,46 +56,66 @@ export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationA
       request.websocketGuard = entry === null ? new GuardResult(origin, token, null) : await (ctx.sockets as SocketTracker).admit(request, entry, origin, token)
     } catch (err) {
       if (entry !== null) ctx.sockets?.release(entry)
-      if (isRefusal(err)) refuse(ctx.opts, request, err)
+      if (isRefusal(err)) ctx.refuse(request, err)
       throw err
     }
   }
 }
 
 async function consumePresented ({ opts, backend }: GuardContext, request: FastifyRequest): Promise<string> {
-  const protocols = request.headers['sec-websocket-protocol']
+  // the raw headers are what the upgrade reads, whatever the app did to request.headers
+  const headers = request.raw.headers
+  const protocols = headers['sec-websocket-protocol']
   const presented = presentedToken(request.url, typeof protocols === 'string' ? protocols : undefined, opts.queryParam, opts.protocolPrefix)
-  const session = sessionOf(request)
-  if (session === null) assertConsumed('none-stored')
-  await backend.consume(request, session as NonNullable<typeof session>, presented.token, pathOf(request.url))
+  const session = sessionOf(request, opts.sessionKey)
+  if (session === null) {
+    throw new WebsocketGuardNoSession(`fastify-websocket-guard: this upgrade has no usable session; is ${opts.sessionPlugin} registered for it, and does its cookie's path cover ${pathOf(request.url).split(/[#;]/, 1)[0] as string}?`)
+  }
+  try {
+    await backend.consume(request, session, presented.token, pathOf(request.url))
+  } catch (err) {
+    // the commonest first-hour mistake: a Secure cookie over http, or a path that misses
+    if (err instanceof NoWebsocketTokenStored && request.headers.cookie === undefined) throw new NoWebsocketTokenStored(NO_COOKIE)
+    throw err
+  }
   if (presented.viaProtocol) {
     // ws then selects one of the client's other protocols, never the token entry
-    if (presented.protocols === undefined) delete request.headers['sec-websocket-protocol']
-    else request.headers['sec-websocket-protocol'] = presented.protocols
+    // (never empty: a token entry offered alone was refused)
+    headers['sec-websocket-protocol'] = presented.protocols
+    if (request.headers !== headers) request.headers = { ...request.headers, 'sec-websocket-protocol': presented.protocols }
   }
   return presented.token
 }
 
+const NO_COOKIE = 'No websocket token in session: the upgrade carried no session cookie (over plain http the session cookie must not be Secure, and its path must cover this route)'
+
+
 const MAX_LOGGED_ORIGIN = 256
 
-/** Logs a refusal (never a token) and reports it to `onReject`; the caller then throws it. */
-export function refuse (opts: ResolvedOptions, request: FastifyRequest, error: Refusal): void {
-  const origin = request.headers.origin
-  const details = {
-    code: error.code,
-    route: request.routeOptions.url,
-    origin: typeof origin === 'string' ? origin.slice(0, MAX_LOGGED_ORIGIN) : null
-  }
-  if (error instanceof WebsocketGuardStoreUnavailable) {
-    request.log.error({ ...details, err: error.cause }, 'websocket guard failed closed: token store unavailable')
-  } else if (opts.logLevel !== 'silent') {
-    // Fastify's logger when logging is off has no `silent` method: calling it would turn
-    // every refusal into a 500
-    request.log[opts.logLevel](details, 'websocket guard refused the request')
-  }
-  if (opts.onReject !== undefined) {
+/** Logs a refusal (never a token) and reports it to `onReject`, whose failures change nothing. */
+export function refuser (opts: ResolvedOptions, redactUrl: (url: string) => string): GuardContext['refuse'] {
+  return function refuse (request, error) {
+    const origin = request.headers.origin
+    const details: Record<string, unknown> = {
+      code: error.code,
+      route: request.routeOptions.url,
+      origin: typeof origin === 'string' ? origin.slice(0, MAX_LOGGED_ORIGIN) : null
+    }
+    if (error instanceof WebsocketOriginNotAllowed && error.expected !== undefined) details.expected = error.expected
+    if (error.statusCode !== 403) {
+      const what = error instanceof WebsocketGuardStoreUnavailable ? 'failed closed: token store unavailable' : 'refused the request: the app is wired so that it cannot check'
+      request.log.error({ ...details, err: error.cause ?? error }, `websocket guard ${what}`)
+    } else if (opts.logLevel !== 'silent') {
+      // Fastify's logger when logging is off has no `silent` method: calling it would turn
+      // every refusal into a 500
+      request.log[opts.logLevel](details, 'websocket guard refused the request')
+    }
+    if (opts.onReject === undefined) return
     try {
-      opts.onReject(error, request)
+      const result = opts.onReject(error, request, { url: redactUrl(request.url) }) as unknown
+      if (typeof (result as Promise<void> | undefined)?.then === 'function') {
+        (result as Promise<void>).then(undefined, (err: unknown) => { request.log.error({ err }, 'websocket guard onReject rejected') })
+      }
     } catch (err) {
       request.log.error({ err }, 'websocket guard onReject threw')
     }

@@ -8,55 +8,70 @@
  * decorators, log redaction, the hook on every guarded route, the token route.
  */
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import '../types/fastify'
 import { pickBackend } from './backends/index'
 import { WebsocketGuardMissingDependency } from './errors'
-import { guardHook, type GuardContext } from './guard'
-import { resolveOptions, resolveRouteGuard, type FastifyWebsocketGuardOptions } from './options'
-import { redactTokenLogs } from './redact'
+import { refuser, type GuardContext } from './guard'
+import { resolveOptions, type FastifyWebsocketGuardOptions } from './options'
+import { createUrlRedactor, redactTokenLogs } from './redact'
+import { onRoute, refuseUnvouchedUpgrades, vouchForRoute } from './routes'
 import { socketLife, type SocketClosers } from './sockets/index'
-import { lifecycleOptions } from './sockets/options'
-import { tokenRouteHandler } from './token-route'
+import { issueTokenFor, tokenRouteHandler } from './token-route'
+import type { IssuedToken } from './tokens'
+
+/** `fastify.websocketGuard`: issueToken, and closeSession / closeUser from the socket's life. */
+export interface WebsocketGuardDecorator extends SocketClosers {
+  /** issues a token into `request`'s session, as the token route does; `path` binds it */
+  issueToken (request: FastifyRequest, options?: { path?: string | null }): Promise<IssuedToken>
+}
 
 async function fastifyWebsocketGuard (fastify: FastifyInstance, options: FastifyWebsocketGuardOptions): Promise<void> {
   const opts = resolveOptions(options)
-  if (!fastify.hasPlugin(opts.sessionPlugin)) {
-    throw new WebsocketGuardMissingDependency(`fastify-websocket-guard needs ${opts.sessionPlugin}: register it before this plugin (or set the sessionPlugin option)`)
+  for (const dependency of [opts.sessionPlugin, '@fastify/websocket']) {
+    if (!fastify.hasPlugin(dependency)) {
+      throw new WebsocketGuardMissingDependency(`fastify-websocket-guard needs ${dependency}: register it before this plugin${dependency === opts.sessionPlugin ? ' (or set the sessionPlugin option)' : ''}`)
+    }
   }
-  const decorator = {} as SocketClosers
-  // TEMPORARY: { ...opts, ...lifecycleOptions(options) } becomes opts once wip-lib's options land
-  const life = await socketLife(fastify, { ...opts, ...lifecycleOptions(options) }, pickBackend(opts), decorator)
-  const ctx: GuardContext = { opts, backend: life.backend, sockets: life.tracker }
+  const redactUrl = createUrlRedactor(opts.queryParam)
+  const decorator = {} as WebsocketGuardDecorator
+  // the socket's life (lib/sockets/): the registry, session ends, the close bus; it adds
+  // closeSession and closeUser to the decorator
+  const life = await socketLife(fastify, opts, pickBackend(opts), decorator)
+  const ctx: GuardContext = {
+    opts,
+    backend: life.backend,
+    sockets: life.tracker,
+    redactUrl,
+    unguardedRoutes: new Set(),
+    warnedInsecureCookie: false,
+    refuse: refuser(opts, redactUrl)
+  }
 
   fastify.decorateRequest('websocketGuard', null)
+  decorator.issueToken = issueTokenFor(ctx)
   fastify.decorate('websocketGuard', decorator)
   if (opts.redactLogs) redactTokenLogs(fastify, opts.queryParam, opts.protocolPrefix)
   fastify.addHook('onClose', async () => { await ctx.backend.close() })
 
-  fastify.addHook('onRoute', (routeOptions) => {
-    const route = resolveRouteGuard((routeOptions as { guard?: unknown }).guard, routeOptions.url, opts)
-    if (route === null) return
-    const existing = routeOptions.preValidation
-    const hook = guardHook(ctx, route)
-    // first, so that no route-level code sees an unchecked upgrade
-    routeOptions.preValidation = existing === undefined ? [hook] : [hook].concat(existing as any)
-  })
+  // every upgrade goes through a route the guard saw, or is refused
+  fastify.addHook('onRoute', onRoute(ctx))
+  fastify.addHook('onRequest', vouchForRoute(ctx))
+  refuseUnvouchedUpgrades(fastify, ctx)
 
   if (opts.tokenRoute !== false) {
-    fastify.get(opts.tokenRoute, { exposeHeadRoute: false }, tokenRouteHandler(ctx))
+    fastify.route({ exposeHeadRoute: false, ...opts.tokenRouteOptions, method: 'GET', url: opts.tokenRoute, handler: tokenRouteHandler(ctx) })
   }
 }
 
 const plugin = fp(fastifyWebsocketGuard, {
   fastify: '5.x',
-  name: 'fastify-websocket-guard',
-  dependencies: ['@fastify/websocket']
+  name: 'fastify-websocket-guard'
 })
 
 export default plugin
 export { plugin as fastifyWebsocketGuard }
-export type { FastifyWebsocketGuardOptions, GuardRouteOptions, SessionPluginName } from './options'
+export type { FastifyWebsocketGuardOptions, GuardRouteOptions, SessionPluginName, RejectDetails } from './options'
 export type { WebsocketGuardResult } from './guard'
 export type { CloseOptions, SocketClosers } from './sockets/index'
 export {
@@ -67,7 +82,11 @@ export {
   WebsocketTokenMismatch,
   WebsocketTokenExpired,
   WebsocketGuardStoreUnavailable,
-  WebsocketGuardBadRequest
+  WebsocketGuardBadRequest,
+  WebsocketGuardNoSession,
+  WebsocketGuardRouteNotGuarded,
+  WebsocketGuardMissingDependency,
+  WebsocketGuardOptionError
 } from './errors'
 export { createOriginMatcher, type OriginEntry, type OriginMatcher, type OriginFunction, type OriginsOption } from './origin'
 export { consumeWebsocketToken, issueWebsocketToken, type IssueOptions } from './backends/session'

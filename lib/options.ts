@@ -4,7 +4,7 @@
  * exported functions). Everything here runs once, at registration or at a function's call;
  * the request path only reads what it produces.
  */
-import type { FastifyRequest, LogLevel } from 'fastify'
+import type { FastifyRequest, LogLevel, RouteShorthandOptions } from 'fastify'
 import { WebsocketGuardOptionError } from './errors'
 import { compileOrigins, type OriginCheck, type OriginsOption } from './origin'
 import type { TokenStore } from './stores/types'
@@ -15,6 +15,7 @@ export type SessionPluginName = '@fastify/session' | '@fastify/secure-session'
 /** Every default of the package, in one place. */
 export const DEFAULTS = {
   allowMissingOrigin: false,
+  guardAll: true,
   tokenRoute: '/websocket-token',
   sessionPlugin: '@fastify/session',
   sessionKey: 'websocket_token',
@@ -23,17 +24,31 @@ export const DEFAULTS = {
   queryParam: 'token',
   protocol: 'websocket-guard',
   storeTimeout: 1000,
+  closeOnSessionEnd: true,
+  maxSocketLifetime: false,
+  revalidateInterval: false,
   logLevel: 'warn',
   redactLogs: true
 } as const
+
+/** Every option name, for the unknown-name check (the defaults and the options without one). */
+const KNOWN_OPTIONS = [...Object.keys(DEFAULTS), 'origins', 'tokenRouteOptions', 'store', 'identify', 'onReject']
+/** What Fastify itself reads from a plugin's register options: never unknown. */
+const FASTIFY_REGISTER_OPTIONS = new Set(['prefix', 'logSerializers'])
+/** Fields of the token route that the plugin decides itself. */
+const OWN_ROUTE_FIELDS = ['url', 'path', 'method', 'handler']
 
 export interface FastifyWebsocketGuardOptions {
   /** allowed origins; default: same-origin (`${request.protocol}://${request.host}`) */
   origins?: OriginsOption
   /** accept an upgrade that sends no `Origin` (non-browser clients); the token is still required */
   allowMissingOrigin?: boolean
+  /** guard every websocket route that does not say `guard: false`; `false`: only routes that set `guard`. Default `true` */
+  guardAll?: boolean
   /** path of the token-issuing GET route; `false` registers none. Default `'/websocket-token'` */
   tokenRoute?: string | false
+  /** merged into the token route's declaration (`preHandler`, `config`, `schema`, `logLevel`, …); not `url`, `method` or `handler` */
+  tokenRouteOptions?: Omit<RouteShorthandOptions, 'url' | 'method' | 'handler'> & Record<string, unknown>
   /** which session plugin the app uses; default `'@fastify/session'` */
   sessionPlugin?: SessionPluginName
   /** where tokens live in the session; default `'websocket_token'` */
@@ -48,17 +63,31 @@ export interface FastifyWebsocketGuardOptions {
   protocol?: string
   /** where tokens are kept; default: in the session (@fastify/session), in memory (@fastify/secure-session) */
   store?: TokenStore
-  /** how long a store call may take before the guard fails closed with 503, in ms; default 1000 */
+  /** how long a store call (or an `origins` function, `identify`) may take before the guard fails closed with 503, in ms; default 1000 */
   storeTimeout?: number
+  /** close every guarded socket of a session, on every instance, when the session ends; default `true` */
+  closeOnSessionEnd?: boolean
+  /** the user id a guarded socket belongs to, for `closeUser`; called at the upgrade after the checks */
+  identify?: (request: FastifyRequest) => string | null | Promise<string | null>
+  /** close a guarded socket with 4408 after this long, in ms; default `false` */
+  maxSocketLifetime?: number | false
+  /** how often to check that the sessions of open guarded sockets still exist, in ms; default `false` */
+  revalidateInterval?: number | false
   /** level of the log line written for each rejection; default `'warn'` */
   logLevel?: LogLevel
-  /** called for each rejection (metrics, audit) */
-  onReject?: (error: Error & { code: string, statusCode: number }, request: FastifyRequest) => void
+  /** called for each rejection (metrics, audit); `details.url` is the request URL with tokens redacted */
+  onReject?: (error: Error & { code: string, statusCode: number }, request: FastifyRequest, details: RejectDetails) => void | Promise<void>
   /** remove the token from the URLs in Fastify's own request log lines; default `true` */
   redactLogs?: boolean
 }
 
-/** The route option `guard`: `true`, or overrides; absent or `false` means no checks. */
+/** The third argument of `onReject`. */
+export interface RejectDetails {
+  /** the request URL with every token value replaced by `[REDACTED]`: log this, not `request.url` */
+  url: string
+}
+
+/** The route option `guard`: `true`, or overrides; `false` means no checks. */
 export interface GuardRouteOptions {
   origins?: OriginsOption
   allowMissingOrigin?: boolean
@@ -69,7 +98,9 @@ export interface GuardRouteOptions {
 export interface ResolvedOptions {
   origins: OriginCheck
   allowMissingOrigin: boolean
+  guardAll: boolean
   tokenRoute: string | false
+  tokenRouteOptions: Record<string, unknown>
   sessionPlugin: SessionPluginName
   sessionKey: string
   tokenTTL: number
@@ -80,9 +111,15 @@ export interface ResolvedOptions {
   protocolPrefix: string
   store: TokenStore | undefined
   storeTimeout: number
+  closeOnSessionEnd: boolean
+  identify: FastifyWebsocketGuardOptions['identify']
+  maxSocketLifetime: number | false
+  revalidateInterval: number | false
   logLevel: LogLevel
   onReject: FastifyWebsocketGuardOptions['onReject']
   redactLogs: boolean
+  /** the route guard of `guard: true`: the plugin's own checks */
+  wholeGuard: RouteGuard
 }
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
@@ -149,6 +186,46 @@ function string (options: Record<string, unknown>, name: string, fallback: strin
   return value
 }
 
+/** A delay in ms that a timer can honour, or `false` for off. */
+function durationOrFalse (options: Record<string, unknown>, name: string, fallback: number | false): number | false {
+  if (options[name] === false) return false
+  return positive(options, name, fallback as number, false, MAX_TIMER_DELAY)
+}
+
+function tokenRouteOptions (value: unknown): Record<string, unknown> {
+  if (value === undefined) return {}
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail('tokenRouteOptions', `must be an object of Fastify route options, got ${JSON.stringify(value)}`)
+  }
+  for (const field of OWN_ROUTE_FIELDS) {
+    if (field in value) fail('tokenRouteOptions', `must not set ${field}: the plugin sets it (use the tokenRoute option for the path)`)
+  }
+  return value as Record<string, unknown>
+}
+
+/** The known name closest to a mistyped one (edit distance, case-insensitive). */
+export function nearest (name: string, known: readonly string[]): string {
+  let best = known[0] as string
+  let bestDistance = Infinity
+  for (const candidate of known) {
+    const d = distance(name.toLowerCase(), candidate.toLowerCase())
+    if (d < bestDistance) { best = candidate; bestDistance = d }
+  }
+  return best
+}
+
+function distance (a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length] as number
+}
+
 function isTokenStore (value: unknown): value is TokenStore {
   const store = value as TokenStore
   return typeof store === 'object' && store !== null && typeof store.issue === 'function' && typeof store.consume === 'function'
@@ -157,6 +234,11 @@ function isTokenStore (value: unknown): value is TokenStore {
 export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined): ResolvedOptions {
   const options = (input ?? {}) as Record<string, unknown>
   if (typeof options !== 'object') throw new WebsocketGuardOptionError('fastify-websocket-guard: options must be an object')
+  for (const name of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.includes(name) && !FASTIFY_REGISTER_OPTIONS.has(name)) {
+      fail(name, `is not an option of fastify-websocket-guard (did you mean ${nearest(name, KNOWN_OPTIONS)}?)`)
+    }
+  }
 
   const tokenRoute = options.tokenRoute ?? DEFAULTS.tokenRoute
   if (tokenRoute !== false && !isRequestPath(tokenRoute)) {
@@ -168,18 +250,23 @@ export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined)
   }
   const logLevel = options.logLevel ?? DEFAULTS.logLevel
   if (!LOG_LEVELS.has(logLevel as string)) fail('logLevel', `must be a pino level, got ${JSON.stringify(logLevel)}`)
-  if (options.onReject !== undefined && typeof options.onReject !== 'function') {
-    fail('onReject', 'must be a function')
+  for (const name of ['onReject', 'identify']) {
+    if (options[name] !== undefined && typeof options[name] !== 'function') fail(name, 'must be a function')
   }
   if (options.store !== undefined && !isTokenStore(options.store)) {
     fail('store', 'must be a TokenStore (an object with issue and consume methods)')
   }
   const protocol = string(options, 'protocol', DEFAULTS.protocol, PROTOCOL_RE, 'a subprotocol name (RFC 6455 token characters)')
+  const storeTimeout = positive(options, 'storeTimeout', DEFAULTS.storeTimeout, false, MAX_TIMER_DELAY)
 
+  const origins = compileOrigins(options.origins, 'origins', storeTimeout)
+  const allowMissingOrigin = boolean(options, 'allowMissingOrigin', DEFAULTS.allowMissingOrigin)
   return {
-    origins: compileOrigins(options.origins, 'origins'),
-    allowMissingOrigin: boolean(options, 'allowMissingOrigin', DEFAULTS.allowMissingOrigin),
+    origins,
+    allowMissingOrigin,
+    guardAll: boolean(options, 'guardAll', DEFAULTS.guardAll),
     tokenRoute: tokenRoute as string | false,
+    tokenRouteOptions: tokenRouteOptions(options.tokenRouteOptions),
     sessionPlugin: sessionPlugin as SessionPluginName,
     sessionKey: options.sessionKey === undefined ? DEFAULTS.sessionKey : checkSessionKey(options.sessionKey),
     tokenTTL: positive(options, 'tokenTTL', DEFAULTS.tokenTTL, false),
@@ -188,10 +275,15 @@ export function resolveOptions (input: FastifyWebsocketGuardOptions | undefined)
     protocol,
     protocolPrefix: protocol + '.',
     store: options.store as TokenStore | undefined,
-    storeTimeout: positive(options, 'storeTimeout', DEFAULTS.storeTimeout, false, MAX_TIMER_DELAY),
+    storeTimeout,
+    closeOnSessionEnd: boolean(options, 'closeOnSessionEnd', DEFAULTS.closeOnSessionEnd),
+    identify: options.identify as ResolvedOptions['identify'],
+    maxSocketLifetime: durationOrFalse(options, 'maxSocketLifetime', DEFAULTS.maxSocketLifetime),
+    revalidateInterval: durationOrFalse(options, 'revalidateInterval', DEFAULTS.revalidateInterval),
     logLevel: logLevel as LogLevel,
     onReject: options.onReject as ResolvedOptions['onReject'],
-    redactLogs: boolean(options, 'redactLogs', DEFAULTS.redactLogs)
+    redactLogs: boolean(options, 'redactLogs', DEFAULTS.redactLogs),
+    wholeGuard: { origins, allowMissingOrigin, token: true }
   }
 }
 
@@ -204,9 +296,14 @@ export interface RouteGuard {
 
 const ROUTE_GUARD_KEYS = new Set(['origins', 'allowMissingOrigin', 'token'])
 
-export function resolveRouteGuard (guard: unknown, url: string, defaults: ResolvedOptions): RouteGuard | null {
-  if (guard === undefined || guard === false) return null
-  if (guard === true) return { origins: defaults.origins, allowMissingOrigin: defaults.allowMissingOrigin, token: true }
+/**
+ * The checks of a route, or `null` for a route the guard leaves open: `guard: false`, or no
+ * `guard` where `guardAll` is off or the route is not a websocket route.
+ */
+export function resolveRouteGuard (guard: unknown, websocket: boolean, url: string, defaults: ResolvedOptions): RouteGuard | null {
+  if (guard === false) return null
+  if (guard === undefined) return websocket && defaults.guardAll ? defaults.wholeGuard : null
+  if (guard === true) return defaults.wholeGuard
   try {
     if (typeof guard !== 'object' || guard === null || Array.isArray(guard)) {
       fail('guard', `must be true, false or an object, got ${JSON.stringify(guard)}`)
@@ -218,7 +315,7 @@ export function resolveRouteGuard (guard: unknown, url: string, defaults: Resolv
       }
     }
     return {
-      origins: overrides.origins === undefined ? defaults.origins : compileOrigins(overrides.origins, 'guard.origins'),
+      origins: overrides.origins === undefined ? defaults.origins : compileOrigins(overrides.origins, 'guard.origins', defaults.storeTimeout),
       allowMissingOrigin: boolean(overrides, 'allowMissingOrigin', defaults.allowMissingOrigin, 'guard.'),
       token: boolean(overrides, 'token', true, 'guard.')
     }

@@ -6,7 +6,8 @@
  */
 
 import type { FastifyRequest } from 'fastify'
-import { WebsocketGuardOptionError, WebsocketOriginNotAllowed } from './errors'
+import { withDeadline } from './deadline'
+import { WebsocketGuardOptionError, WebsocketGuardStoreUnavailable, WebsocketOriginNotAllowed } from './errors'
 
 export type OriginEntry = string | RegExp
 export type OriginMatcher = (origin: string) => boolean
@@ -163,27 +164,50 @@ export function createOriginMatcher (origins: OriginEntry | OriginEntry[]): Orig
 /** How an origin is checked: a compiled allow-list, a user function, or same-origin. */
 export type OriginCheck =
   | { kind: 'list', match: NormalisedOriginMatcher }
-  | { kind: 'function', fn: OriginFunction }
+  | { kind: 'function', fn: OriginFunction, timeout: number }
   | { kind: 'same-origin' }
 
-/** Compiles an `origins` option (the plugin's or a route's), once, at declaration. */
-export function compileOrigins (origins: unknown, option: string): OriginCheck {
+/**
+ * Compiles an `origins` option (the plugin's or a route's), once, at declaration. `timeout`
+ * bounds a function's answer.
+ */
+export function compileOrigins (origins: unknown, option: string, timeout: number): OriginCheck {
   if (origins === undefined) return { kind: 'same-origin' }
-  if (typeof origins === 'function') return { kind: 'function', fn: origins as OriginFunction }
+  if (typeof origins === 'function') return { kind: 'function', fn: origins as OriginFunction, timeout }
   return { kind: 'list', match: compileOriginList(origins as OriginEntry | OriginEntry[], `fastify-websocket-guard: option ${option}`) }
 }
 
-/** The normalised origin when `check` allows it, `null` otherwise. */
-async function allowedOrigin (check: OriginCheck, origin: string, request: FastifyRequest): Promise<string | null> {
+/**
+ * The normalised origin when `check` allows it; otherwise throws `WebsocketOriginNotAllowed`
+ * (with the origin it expected, under the same-origin default).
+ */
+async function allowedOrigin (check: OriginCheck, origin: string, request: FastifyRequest): Promise<string> {
   const normalised = normaliseOrigin(origin)
-  if (normalised === null) return null
   switch (check.kind) {
     case 'list':
-      return check.match(normalised) ? normalised : null
+      if (normalised !== null && check.match(normalised)) return normalised
+      break
     case 'function':
-      return (await check.fn(origin, request)) === true ? normalised : null
-    default:
-      return normaliseOrigin(`${request.protocol}://${request.host}`) === normalised ? normalised : null
+      if (normalised !== null && await askOriginFunction(check, origin, request)) return normalised
+      break
+    default: {
+      // injectWS makes requests without a socket (no protocol) and maybe without a Host
+      const expected = normaliseOrigin(`${request.protocol ?? 'http'}://${request.host || 'localhost'}`)
+      if (normalised !== null && expected === normalised) return normalised
+      throw new WebsocketOriginNotAllowed(undefined, expected)
+    }
+  }
+  throw new WebsocketOriginNotAllowed()
+}
+
+/** Only `true` allows. A throw or rejection refuses (logged here, never sent); a hang is a 503. */
+async function askOriginFunction (check: { fn: OriginFunction, timeout: number }, origin: string, request: FastifyRequest): Promise<boolean> {
+  try {
+    return (await withDeadline(check.fn(origin, request), check.timeout, 'The origins function')) === true
+  } catch (err) {
+    if (err instanceof WebsocketGuardStoreUnavailable) throw err
+    request.log.error({ err }, 'websocket guard: the origins function threw; origin refused')
+    return false
   }
 }
 
@@ -197,9 +221,7 @@ export async function upgradeOrigin (check: OriginCheck, allowMissing: boolean, 
     if (allowMissing) return null
     throw new WebsocketOriginNotAllowed('Origin header missing')
   }
-  const origin = await allowedOrigin(check, header, request)
-  if (origin === null) throw new WebsocketOriginNotAllowed()
-  return origin
+  return await allowedOrigin(check, header, request)
 }
 
 /**
@@ -215,7 +237,5 @@ export async function checkTokenRequestOrigin (check: OriginCheck, request: Fast
       (header === undefined || site.includes('cross-site'))) {
     throw new WebsocketOriginNotAllowed('Cross-site token request')
   }
-  if (header !== undefined && await allowedOrigin(check, header, request) === null) {
-    throw new WebsocketOriginNotAllowed()
-  }
+  if (header !== undefined) await allowedOrigin(check, header, request)
 }

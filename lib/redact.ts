@@ -7,7 +7,8 @@
  * `childLoggerFactory`s), so redacting per request cannot reach all of them. Every one of them
  * is written through the root pino logger, though, and pino calls `hooks.streamWrite` on each
  * finished line: the plugin installs one there that replaces the token's value wherever it
- * is presented the way the guard or Fastify's query parser would read it.
+ * is presented the way the guard or Fastify's query parser would read it. The same reading
+ * gives `onReject` a URL it can log.
  */
 import type { FastifyInstance } from 'fastify'
 
@@ -33,34 +34,51 @@ function anySpelling (name: string): string {
   return out
 }
 
+/**
+ * Where a query parameter may start. The guard splits the query at `?` and `&`; Fastify's
+ * router also starts the query at `#` (`/x#token=T` gives `request.query.token`), and at `;`
+ * under `useSemicolonDelimiter`. `;` is redacted whatever that option says: redacting a
+ * `;token=` that Fastify would not read loses nothing, and reading the option would mean
+ * trusting one more copy of the router's configuration.
+ */
+const PARAM_START = '[?&#;]'
+
 export type Redactor = (line: string) => string
 
 /**
- * Replaces, in one finished JSON log line, the value of every `?param=`/`&param=` and of
- * every `${protocolPrefix}…` subprotocol entry. A query value ends where the guard ends it
- * (`&`) or where the text does (a space in a message, the end of the JSON string): Node
- * refuses a request target with any whitespace, so a space is never part of one. An entry
- * ends only at `,` or the end of the string, as the guard reads it. A JSON escape is kept
- * whole, so the line stays valid JSON. Lines that cannot hold either pass after a substring
- * search or two, which keeps the cost off the lines of every other request.
+ * Replaces, in one finished JSON log line, the value of every `param=` that starts a query
+ * parameter (after `?`, `&`, `#` or `;`) and of every `${protocolPrefix}…` subprotocol entry.
+ * A query value ends where the guard ends it (`&`) or where the text does (a space in a
+ * message, the end of the JSON string): Node refuses a request target with any whitespace, so
+ * a space is never part of one. An entry ends only at `,` or the end of the string, as the
+ * guard reads it. A JSON escape is kept whole, so the line stays valid JSON. Lines that cannot
+ * hold either pass after a substring search or two, which keeps the cost off the lines of
+ * every other request.
  */
 export function createRedactor (param: string, protocolPrefix: string): Redactor {
   const name = anySpelling(param)
   const prefix = escapeRegExp(protocolPrefix)
   // the capture keeps what precedes the value; an entry must start an item of a list or a
-  // string (after whitespace as `trim` knows it), so that a host such as
+  // string (after whitespace as `trim` knows it, which JSON may write as an escape: the tab
+  // of `websocket-guard,\twebsocket-guard.T` is `\t` in the line; every escape of a control
+  // or Unicode character is taken, one too many costs nothing), so that a host such as
   // `websocket-guard.example.com` in a URL is left alone
-  const query = new RegExp(`([?&]${name}=)(?:[^&" \\\\]|\\\\.)+`, 'g')
-  const protocol = new RegExp(`((?:^|[\\s",:'\\[])${prefix})(?:[^,"\\\\]|\\\\.)+`, 'g')
+  const query = new RegExp(`(${PARAM_START}${name}=)(?:[^&" \\\\]|\\\\.)+`, 'g')
+  const protocol = new RegExp(`((?:^|[\\s",:'\\[]|\\\\[bfnrt]|\\\\u[0-9a-fA-F]{4})${prefix})(?:[^,"\\\\]|\\\\.)+`, 'g')
   // the same in raw HTTP bytes, where no JSON escaping applies and a line ends at CR LF
-  const rawQuery = new RegExp(`([?&]${name}=)[^& \\r\\n]+`, 'g')
+  const rawQuery = new RegExp(`(${PARAM_START}${name}=)[^& \\r\\n]+`, 'g')
   const rawProtocol = new RegExp(`((?:^|[\\s,:])${prefix})[^,\\r\\n]+`, 'g')
   // Node's clientError (logged by Fastify at trace) carries the request's bytes as a JSON array
   const packet = /"rawPacket":\{"type":"Buffer","data":\[([0-9,]*)\]\}/g
 
   function redactPacket (match: string, data: string): string {
     const text = Buffer.from(data === '' ? [] : data.split(',').map(Number)).toString('latin1')
-    const redacted = text.replace(rawQuery, keep).replace(rawProtocol, keep)
+    // Node logs the bytes of the read that failed to parse, not of the whole request: a
+    // request sent in several TCP segments shows only its last, which can begin inside a
+    // token (`GET /chat?token=` in one segment, the token in the next). A packet that does
+    // not begin with a request line begins inside a line, so that line goes whole.
+    const whole = REQUEST_START.test(text) ? text : text.replace(FIRST_LINE, REDACTED)
+    const redacted = whole.replace(rawQuery, keep).replace(rawProtocol, keep)
     if (redacted === text) return match
     return `"rawPacket":{"type":"Buffer","data":[${Buffer.from(redacted, 'latin1').join(',')}]}`
   }
@@ -75,8 +93,28 @@ export function createRedactor (param: string, protocolPrefix: string): Redactor
   }
 }
 
+// a method, a request target and a version: what no piece of a token followed by the rest of
+// a request line (`…T HTTP/1.1`) or of a header can look like
+const REQUEST_START = /^(?:\r?\n)*[A-Z-]+ [^ \r\n]+ HTTP\//
+const FIRST_LINE = /^[^\r\n]+/
+
 function keep (_match: string, before: string): string {
   return before + REDACTED
+}
+
+/**
+ * A redactor for request URLs, for `onReject`'s `details.url`: every value of `param` that
+ * the guard or Fastify's query parser could read (after `?`, `&`, `#` or `;`, the name in any
+ * percent-encoded spelling) becomes `[REDACTED]`, up to the `&` that ends it. Compiled once
+ * per plugin instance; a URL with no `=`, or with neither the name nor a `%`, comes back as it
+ * is after a substring search or two.
+ */
+export function createUrlRedactor (param: string): (url: string) => string {
+  const query = new RegExp(`(${PARAM_START}${anySpelling(param)}=)[^&]+`, 'g')
+  return function redactUrl (url: string): string {
+    if (!url.includes('=') || !(url.includes(param) || url.includes('%'))) return url
+    return url.replace(query, keep)
+  }
 }
 
 /**

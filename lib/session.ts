@@ -13,10 +13,18 @@ import type { FastifyRequest } from 'fastify'
  */
 export type SessionLike = { get? (key: string): unknown, set? (key: string, value: unknown): void } | Record<string, any>
 
-/** The request's session, or `null` when the session plugin gave it none. */
-export function sessionOf (request: FastifyRequest): SessionLike | null {
-  const session = (request as unknown as { session?: unknown }).session
-  return typeof session === 'object' && session !== null ? session as SessionLike : null
+/**
+ * The request's session, or `null` when the session plugin gave it none that can keep a
+ * value. Outside its cookie's `path` (or for an absolute-form request target)
+ * @fastify/session leaves a bare `{}`, which would take a token and forget it: only a session
+ * with `get`/`set` can be written to. A plain object the app set may still hold tokens to
+ * consume (the seed's convention), if it has the session key.
+ */
+export function sessionOf (request: FastifyRequest, sessionKey: string | null): SessionLike | null {
+  const session = (request as unknown as { session?: Record<string, unknown> | null }).session
+  if (typeof session !== 'object' || session === null) return null
+  if (typeof session.get === 'function') return session as SessionLike
+  return sessionKey !== null && sessionKey in session ? session as SessionLike : null
 }
 
 export function readSession (session: SessionLike, key: string): unknown {

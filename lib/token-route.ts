@@ -1,29 +1,25 @@
 /**
- * The token-issuing route: `GET {tokenRoute}` answers `{ token, expiresAt }` to a same-origin
- * request with a session, optionally bound to `?path=`.
+ * Issuing tokens: the token route (`GET {tokenRoute}` answers `{ token, expiresAt }` to a
+ * same-origin request with a session, optionally bound to `?path=`), and
+ * `fastify.websocketGuard.issueToken` for the app's own routes and pages.
  */
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
 import { isRefusal, WebsocketGuardBadRequest, WebsocketGuardNoSession } from './errors'
 import type { GuardContext } from './guard'
-import { refuse } from './guard'
-import { isRequestPath, REQUEST_PATH_RULE } from './options'
+import { fail, isRequestPath, REQUEST_PATH_RULE } from './options'
 import { checkTokenRequestOrigin } from './origin'
 import { sessionOf } from './session'
 import type { IssuedToken } from './tokens'
 
 export function tokenRouteHandler (ctx: GuardContext): RouteHandlerMethod {
-  const { opts, backend } = ctx
   return async function issueWebsocketTokenRoute (request: FastifyRequest, reply: FastifyReply): Promise<IssuedToken> {
     try {
-      await checkTokenRequestOrigin(opts.origins, request)
-      const path = boundPath(request.query)
-      const session = sessionOf(request)
-      if (session === null) throw new WebsocketGuardNoSession(`fastify-websocket-guard: no session on the token route; is ${opts.sessionPlugin} scoped to it?`)
-      const issued = await backend.issue(request, session, path)
+      await checkTokenRequestOrigin(ctx.opts.origins, request)
+      const issued = await issueTokenNow(ctx, request, boundPath(request.query))
       reply.header('cache-control', 'no-store')
       return issued
     } catch (err) {
-      if (isRefusal(err)) refuse(opts, request, err)
+      if (isRefusal(err)) ctx.refuse(request, err)
       throw err
     }
   }
@@ -34,4 +30,32 @@ function boundPath (query: unknown): string | null {
   if (path === undefined) return null
   if (!isRequestPath(path)) throw new WebsocketGuardBadRequest(`path must be ${REQUEST_PATH_RULE}`)
   return path
+}
+
+/** `fastify.websocketGuard.issueToken`: what the token route does, from any route. */
+export function issueTokenFor (ctx: GuardContext): (request: FastifyRequest, options?: { path?: string | null }) => Promise<IssuedToken> {
+  return async function issueToken (request, options = {}) {
+    const path = options?.path ?? null
+    if (path !== null && !isRequestPath(path)) fail('path', `must be null or ${REQUEST_PATH_RULE}, got ${JSON.stringify(path)}`)
+    return await issueTokenNow(ctx, request, path)
+  }
+}
+
+async function issueTokenNow (ctx: GuardContext, request: FastifyRequest, path: string | null): Promise<IssuedToken> {
+  const session = sessionOf(request, null)
+  if (session === null) {
+    throw new WebsocketGuardNoSession(`fastify-websocket-guard: no usable session on this request; is ${ctx.opts.sessionPlugin} registered for it, and does its cookie's path cover it?`)
+  }
+  warnInsecureCookie(ctx, request, session as { cookie?: { secure?: unknown } })
+  return await ctx.backend.issue(request, session, path)
+}
+
+/**
+ * @fastify/session never sends a `Secure` cookie over plain http, so the browser would keep
+ * no session and every token issued here would be lost: say so, once.
+ */
+function warnInsecureCookie (ctx: GuardContext, request: FastifyRequest, session: { cookie?: { secure?: unknown } }): void {
+  if (ctx.warnedInsecureCookie || session.cookie?.secure !== true || request.protocol === 'https') return
+  ctx.warnedInsecureCookie = true
+  request.log.warn({ code: 'WS_GUARD_INSECURE_COOKIE' }, 'fastify-websocket-guard: the session cookie is Secure but this request came over plain http, so the browser gets no session cookie and cannot use the token: set cookie.secure to \'auto\' (or false) for local http, keep it Secure in production')
 }

@@ -106,7 +106,7 @@ export function assertConsumed (outcome: ConsumeOutcome): void {
 /** A token as presented at an upgrade. */
 export interface PresentedToken {
   token: string
-  /** the `Sec-WebSocket-Protocol` value without the token entry, when it came that way */
+  /** the `Sec-WebSocket-Protocol` value without the token entry (never empty when it came that way) */
   protocols: string | undefined
   viaProtocol: boolean
 }
@@ -177,9 +177,14 @@ export function presentedToken (url: string, protocolHeader: string | undefined,
   if (fromProtocol === undefined) {
     return { token: checkPresentedValue(fromQuery), protocols: protocolHeader, viaProtocol: false }
   }
+  if (rest.length === 0) {
+    // a browser fails a connection whose offered protocols were all refused, after the
+    // token is spent: refuse it before anything is consumed
+    throw new NoWebsocketTokenPresented('The websocket token subprotocol entry was offered alone: offer the bare protocol too, e.g. [protocol, `${protocol}.${token}`]')
+  }
   return {
     token: checkPresentedValue(fromProtocol),
-    protocols: rest.length === 0 ? undefined : rest.join(', '),
+    protocols: rest.join(', '),
     viaProtocol: true
   }
 }

@@ -14,7 +14,8 @@ import { dirname, join } from 'node:path'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket as ServerSocket } from 'ws'
-import { builtPackage, chromiumAvailable, launchChromium } from './helpers/browser'
+import { chromiumAvailable, launchChromium } from './helpers/browser'
+import { builtPackage } from './helpers/util'
 
 interface Demo {
   chat: FastifyInstance
@@ -194,7 +195,7 @@ function sessionIdOf (cookie: string): string {
   return decodeURIComponent(cookie.slice(cookie.indexOf('=') + 1)).split('.')[0] as string
 }
 
-if (chromiumAvailable(t) && builtPackage(t)) {
+if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)', ['dist/index.js', 'dist/client.mjs'])) {
   t.before(async () => {
     browser = await launchChromium()
   })

@@ -7,17 +7,19 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import { randomBytes } from 'node:crypto'
+import { Agent, request as httpRequest } from 'node:http'
 import { connect as netConnect } from 'node:net'
 import { buildApp, Client } from './helpers/app'
 import { createOriginMatcher, normaliseOrigin, MAX_ORIGIN_LENGTH } from '../lib/origin'
 import { presentedToken, MAX_PRESENTED_LENGTH, MAX_PROTOCOL_ENTRIES, MAX_QUERY_PARAMS } from '../lib/tokens'
 import { consumeWebsocketToken, NoWebsocketTokenPresented, WebsocketSecurityError, WebsocketTokenMismatch } from '../lib/index'
-import { createRedactor, REDACTED } from '../lib/redact'
-import Fastify from 'fastify'
+import { createRedactor, createUrlRedactor, REDACTED } from '../lib/redact'
+import Fastify, { type FastifyServerOptions } from 'fastify'
 
 const scale = Number(process.env.FUZZ_SCALE ?? 1)
 const RUNS = {
   redaction: 500 * scale,
+  packets: 1000 * scale,
   origins: 1000 * scale,
   entries: 500 * scale,
   regexps: 500 * scale,
@@ -312,7 +314,9 @@ function modelPresented (target: string, protocols: string | undefined): Expecte
   if (tokens.length === 0) return check(values[0], { protocols, viaProtocol: false })
   if (tokens.length + values.length > 1) return none
   const rest = trimmed.filter((e) => e !== '' && !e.startsWith(PREFIX))
-  return check((tokens[0] as string).slice(PREFIX.length), { protocols: rest.length === 0 ? undefined : rest.join(', '), viaProtocol: true })
+  // a token entry offered alone would fail the browser's connection once the token is spent
+  if (rest.length === 0) return none
+  return check((tokens[0] as string).slice(PREFIX.length), { protocols: rest.join(', '), viaProtocol: true })
 }
 
 t.test('token presentation parser: only security errors, and exactly the model\'s answer', async (t) => {
@@ -359,44 +363,138 @@ t.test('consumeWebsocketToken (the seed\'s function): only security errors on an
 })
 
 // ---------------------------------------------------------------------------------------
-// Redaction: from what was logged, neither the guard nor Fastify's query parser can read back
-// a token that either of them would have read from the request.
+// Redaction: from what was logged, neither the guard nor Fastify's query parser (with or
+// without useSemicolonDelimiter) can read back a token that either of them would have read
+// from the request, and onReject's URL is the one the log shows.
 
-t.test('redacted log lines give back no token to the guard nor to Fastify\'s query parser', async (t) => {
-  const app = Fastify()
+/** Every value the guard would take for a token, from the query or from one entry, were it alone. */
+function guardReadable (url: string, protocols: string | undefined): string[] {
+  const q = url.indexOf('?')
+  const values: string[] = []
+  if (q !== -1) {
+    for (const s of url.slice(q + 1).split('&')) {
+      const eq = s.indexOf('=')
+      if ((eq === -1 ? s : s.slice(0, eq)) === PARAM) values.push(eq === -1 ? '' : s.slice(eq + 1))
+    }
+  }
+  for (const entry of protocols?.split(',') ?? []) {
+    if (entry.trim().startsWith(PREFIX)) values.push(entry.trim().slice(PREFIX.length))
+  }
+  return values
+}
+
+type Reader = (path: string) => Promise<string[]>
+
+/**
+ * A real server that answers every request target with the values of PARAM that Fastify's
+ * query parser read from it, requested over one kept-alive connection with the target exactly
+ * as written (`#` included, which `inject` and any URL object would drop).
+ */
+async function fastifyReader (t: Test, useSemicolonDelimiter: boolean): Promise<Reader> {
+  // where Fastify 5 reads it (the top-level option is deprecated); find-my-way's types omit it
+  const app = Fastify({ routerOptions: { useSemicolonDelimiter } as FastifyServerOptions['routerOptions'] })
   t.teardown(() => app.close())
-  app.get('/q', async (request) => request.query)
+  app.get('/q', async (request) => [(request.query as Record<string, unknown>)[PARAM] ?? []].flat())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  return (path) => new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, agent }, (res) => {
+      let data = ''
+      res.setEncoding('latin1')
+      res.on('data', (chunk) => { data += chunk })
+      // a 404 (`/q;…` without the option is another path) or a 400 (a path that does not
+      // decode, `/q;%`) reads nothing
+      res.on('end', () => res.statusCode === 200 ? resolve(JSON.parse(data)) : res.statusCode === 404 || res.statusCode === 400 ? resolve([]) : reject(new Error(`${res.statusCode} for ${path}`)))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const unredacted = (values: string[]): string[] => values.filter((v) => v !== '' && v !== REDACTED)
+
+t.test('redacted log lines give back no token to the guard nor to Fastify\'s query parser; onReject\'s URL is the logged one', async (t) => {
+  const readers: Record<'default' | 'semicolon', Reader> = { default: await fastifyReader(t, false), semicolon: await fastifyReader(t, true) }
   const redact = createRedactor(PARAM, PREFIX)
-  // URLs as Node delivers them (no ASCII whitespace), with every spelling of the name
+  const redactUrl = createUrlRedactor(PARAM)
+  // targets as Node accepts them (printable ASCII, no space), every spelling of the name, a
+  // query started by `?`, `#` or `;` and parameters joined by any of those or `&`
   const spelled = fc.constantFrom('token', '%74oken', 'tok%65n', '%74%6F%6B%65%6E', '%74%6f%6b%65%6e', 'Token', 'token%3D', 'to+ken')
-  const raw = fc.string({ maxLength: 10, unit: fc.constantFrom(...'aZ09-_.~%"\\\'/?=&,;+:@'.split(''), '\u00a0', '\u2028', '\ufeff', '\u00e4', '\u0085') })
-  const query = fc.array(fc.oneof(fc.tuple(spelled, fc.boolean(), raw).map(([k, eq, v]) => eq ? `${k}=${v}` : k), raw), { minLength: 1, maxLength: 5 })
-  const target = query.map((segs) => '/q?' + segs.join('&'))
-  let leaks = 0
-  await check(t, 'redaction', fc.asyncProperty(target, header, async (u, h) => {
+  const raw = fc.string({ maxLength: 10, unit: fc.constantFrom(...'aZ09-_.~%"\\\'/?=&,;+:@#[]'.split('')) })
+  const parameter = fc.oneof(fc.tuple(spelled, fc.boolean(), raw).map(([k, eq, v]) => eq ? `${k}=${v}` : k), raw)
+  const target = fc.array(fc.tuple(fc.constantFrom('?', '&', '#', ';'), parameter), { minLength: 1, maxLength: 5 })
+    .map((ps) => '/q' + ps.map(([d, p]) => d + p).join(''))
+  // entries after any whitespace `trim` removes, which JSON writes as an escape or as itself
+  const space = fc.constantFrom('', ' ', '\t', ' \t', '\n', '\u000b', '\f', '\u00a0', '\u2028', '\ufeff', '\u0085')
+  const spaced = fc.array(fc.tuple(space, entryText, space).map(([a, e, b]) => a + e + b), { maxLength: 4 }).map((es) => es.join(','))
+  const protocols = fc.option(fc.oneof(header.map((h) => h ?? ''), spaced), { nil: undefined })
+  const seen = { fastifyOnly: 0, hash: 0, semicolon: 0, escapedEntry: 0 }
+
+  await check(t, 'redaction', fc.asyncProperty(target, protocols, async (u, h) => {
     const line = JSON.stringify({ req: { url: u, headers: { 'sec-websocket-protocol': h } }, msg: `Route GET:${u} not found` }) + '\n'
     const logged = JSON.parse(redact(line))
-    const loggedUrls: string[] = [logged.req.url, logged.msg.slice('Route GET:'.length, -' not found'.length)]
     const loggedHeader: string | undefined = logged.req.headers['sec-websocket-protocol']
-    let original: string | null = null
-    try { original = presentedToken(u, h, PARAM, PREFIX).token } catch {}
-    const parsed = (await app.inject(u)).json()
+    const loggedUrls: string[] = [logged.req.url, logged.msg.slice('Route GET:'.length, -' not found'.length)]
     for (const loggedUrl of loggedUrls) {
-      let again: string | null = null
-      try { again = presentedToken(loggedUrl, loggedHeader, PARAM, PREFIX).token } catch {}
-      if (original !== null && original !== REDACTED && again === original) {
-        throw new Error(`the guard reads ${JSON.stringify(original)} back from ${JSON.stringify([loggedUrl, loggedHeader])}`)
-      }
-      const reparsed = (await app.inject(loggedUrl)).json()
-      for (const v of [reparsed[PARAM]].flat()) {
-        if (v !== undefined && v !== '' && v !== REDACTED) {
-          throw new Error(`Fastify reads ${JSON.stringify(v)} (was ${JSON.stringify(parsed[PARAM])}) from ${JSON.stringify(loggedUrl)}`)
-        }
+      if (loggedUrl !== redactUrl(u)) throw new Error(`onReject would get ${JSON.stringify(redactUrl(u))}, the log shows ${JSON.stringify(loggedUrl)}`)
+    }
+    const back = unredacted(guardReadable(logged.req.url, loggedHeader))
+    if (back.length > 0) throw new Error(`the guard reads ${JSON.stringify(back)} back from ${JSON.stringify([logged.req.url, loggedHeader])}`)
+    for (const [name, read] of Object.entries(readers)) {
+      const before = unredacted(await read(u))
+      const after = logged.req.url === u ? before : unredacted(await read(logged.req.url))
+      if (after.length > 0) throw new Error(`Fastify (${name}) reads ${JSON.stringify(after)} (was ${JSON.stringify(before)}) from ${JSON.stringify(logged.req.url)}`)
+      if (before.length > 0 && unredacted(guardReadable(u, undefined)).length === 0) {
+        seen.fastifyOnly++
+        // where Fastify's router started the query
+        const starts = [u.indexOf('?', 1), u.indexOf('#', 1), name === 'semicolon' ? u.indexOf(';', 1) : -1].filter((i) => i !== -1)
+        const first = u[Math.min(...starts)]
+        if (first === '#') seen.hash++
+        if (first === ';') seen.semicolon++
       }
     }
-    if ([parsed[PARAM]].flat().some((v) => v !== undefined && v !== '')) leaks++
+    let original: string | null = null
+    try { original = presentedToken(u, h, PARAM, PREFIX).viaProtocol ? 'entry' : null } catch {}
+    if (original !== null && /\\[tnrf]|\\u[0-9a-f]{4}/.test(JSON.stringify(h))) seen.escapedEntry++
   }))
-  t.ok(leaks > 0, `${leaks} requests carried a token value that had to be redacted`)
+  t.comment(`tokens the redactor had to find: ${JSON.stringify(seen)}`)
+  t.ok(seen.fastifyOnly > 0, 'tokens that only Fastify reads')
+  t.ok(seen.hash > 0, 'tokens after a `#`')
+  t.ok(seen.semicolon > 0, 'tokens after a `;` under useSemicolonDelimiter')
+  t.ok(seen.escapedEntry > 0, 'subprotocol entries that JSON writes after an escape')
+})
+
+t.test('a malformed request, logged from any point where TCP split it, shows no piece of a token', async (t) => {
+  const redact = createRedactor(PARAM, PREFIX)
+  // token values of letters nothing else in these requests has, so that any left is a leak
+  const secret = fc.string({ minLength: 1, maxLength: 43, unit: fc.constantFrom('Q', 'X', 'Z') })
+  const filler = fc.string({ maxLength: 8, unit: fc.constantFrom(...'abc09-_.~%=/'.split('')) })
+  const delimiter = fc.constantFrom('?', '&', '#', ';')
+  const name = fc.constantFrom('token', '%74oken', 'tok%65n', '%74%6F%6B%65%6E')
+  const query = fc.array(fc.oneof(
+    fc.tuple(delimiter, name, secret).map(([d, n, v]) => `${d}${n}=${v}`),
+    fc.tuple(delimiter, filler).map(([d, f]) => d + f)
+  ), { maxLength: 4 }).map((ps) => '/chat' + ps.join(''))
+  const entry = fc.oneof(secret.map((v) => PREFIX + v), filler, fc.constant('websocket-guard'))
+  const entries = fc.array(fc.tuple(fc.constantFrom('', ' ', '\t', ' \t'), entry).map(([w, e]) => w + e), { minLength: 1, maxLength: 4 }).map((es) => es.join(','))
+  const request = fc.tuple(query, fc.option(fc.tuple(fc.constantFrom(':', ': '), entries), { nil: undefined }), fc.constantFrom('Host x', 'Host: x\r\nno colon', 'Host: x\r\n\u0000'))
+    .map(([target, protocol, bad]) => `GET ${target} HTTP/1.1\r\n${protocol === undefined ? '' : `Sec-WebSocket-Protocol${protocol[0]}${protocol[1]}\r\n`}${bad}\r\n\r\n`)
+  const packet = /"rawPacket":\{"type":"Buffer","data":\[([0-9,]*)\]\}/
+  let inside = 0
+
+  await check(t, 'packets', fc.property(request, fc.nat(), (text, n) => {
+    // Node logs the bytes of the read that failed: any suffix of the request
+    const segment = text.slice(n % (text.length + 1))
+    const line = JSON.stringify({ level: 10, err: { type: 'Error', code: 'HPE_INVALID_HEADER_TOKEN', rawPacket: Buffer.from(segment, 'latin1') }, msg: 'client error' })
+    const data = packet.exec(JSON.parse(JSON.stringify(redact(line))))?.[1]
+    if (data === undefined) throw new Error(`no packet left in ${redact(line)}`)
+    const shown = Buffer.from(data === '' ? [] : data.split(',').map(Number)).toString('latin1')
+    if (/[QXZ]/.test(shown)) throw new Error(`${JSON.stringify(segment)} is logged as ${JSON.stringify(shown)}`)
+    if (/^[QXZ]/.test(segment)) inside++
+  }))
+  t.ok(inside > 0, `${inside} segments began inside a token`)
 })
 
 // ---------------------------------------------------------------------------------------

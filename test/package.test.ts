@@ -57,6 +57,24 @@ const roundTrip = `{
   result.trip = { refused, opened, replay }
 }`
 
+/** fastify-websocket-guard/testing from the installed package: a socket injected, never listening. */
+const injectTrip = `{
+  const app = Fastify()
+  await app.register(cookie)
+  await app.register(session, { secret: 'a-secret-with-at-least-32-characters-for-tests', cookie: { secure: false } })
+  await app.register(websocket)
+  await app.register(guard, { origins: ['http://localhost'] })
+  app.get('/chat', { websocket: true, guard: true }, (socket, request) => {
+    socket.on('message', (m) => socket.send(request.websocketGuard.origin + ' ' + request.websocketGuard.token.length + ' ' + m))
+  })
+  const socket = await injectGuardedWS(app, '/chat')
+  const heard = new Promise((resolve) => socket.once('message', (m) => resolve(String(m))))
+  socket.send('ping')
+  result.inject = await heard
+  socket.terminate()
+  await app.close()
+}`
+
 async function child (file: string, code: string): Promise<any> {
   const path = join(scratch, file)
   writeFileSync(path, code)
@@ -81,7 +99,10 @@ const cjsCheck = started(() => child('cjs.cjs', `
     const session = require('@fastify/session')
     const websocket = require('@fastify/websocket')
     const WebSocket = require('ws')
+    const testing = require('fastify-websocket-guard/testing')
+    const { injectGuardedWS } = testing
     const result = {
+      testing: { names: Object.keys(testing).sort(), resolved: require.resolve('fastify-websocket-guard/testing') },
       type: typeof guard,
       defaultIsPlugin: byDefault === guard,
       namedIsPlugin: fastifyWebsocketGuard === guard,
@@ -92,6 +113,7 @@ const cjsCheck = started(() => child('cjs.cjs', `
     }
     ;(async () => {
       ${roundTrip}
+      ${injectTrip}
       process.stdout.write(JSON.stringify(result))
     })()
   `))
@@ -104,6 +126,8 @@ const esmCheck = started(() => child('esm.mjs', `
     import session from '@fastify/session'
     import websocket from '@fastify/websocket'
     import WebSocket from 'ws'
+    import { injectGuardedWS } from 'fastify-websocket-guard/testing'
+    import * as testing from 'fastify-websocket-guard/testing'
     const s = {}
     const token = issueWebsocketToken(s)
     let stored = null
@@ -114,9 +138,42 @@ const esmCheck = started(() => child('esm.mjs', `
       names: Object.keys(namespace).sort(),
       resolved: import.meta.resolve('fastify-websocket-guard'),
       matcher: createOriginMatcher(['https://*.example.com'])('https://a.b.example.com'),
-      seed: [consumeWebsocketToken('/chat?token=' + token, s) === token, stored]
+      seed: [consumeWebsocketToken('/chat?token=' + token, s) === token, stored],
+      testing: { names: Object.keys(testing).sort(), resolved: import.meta.resolve('fastify-websocket-guard/testing') }
     }
     ${roundTrip}
+    ${injectTrip}
+    process.stdout.write(JSON.stringify(result))
+  `))
+
+// The browser client in Node: it imports, and runs on Node's own fetch, WebSocket and
+// EventTarget. (Node's fetch and WebSocket keep no cookies, so no session-backed socket can
+// open from here: the real server's token route refuses, and the client ends as a page would.)
+const clientCheck = started(() => child('client.mjs', `
+    import * as client from 'fastify-websocket-guard/client'
+    import Fastify from 'fastify'
+    const { GuardedWebSocket, GuardedWebSocketError, openGuardedWebSocket } = client
+    const result = {
+      names: Object.keys(client).sort(),
+      resolved: import.meta.resolve('fastify-websocket-guard/client'),
+      eventTarget: GuardedWebSocket.prototype instanceof EventTarget
+    }
+    try { new GuardedWebSocket('/chat') } catch (err) { result.relative = [err instanceof GuardedWebSocketError, err.code, err.message] }
+    result.open = await openGuardedWebSocket('/chat').then(() => 'opened', (err) => err.code)
+
+    const app = Fastify()
+    const tokenRequests = []
+    app.get('/websocket-token', async (request, reply) => {
+      tokenRequests.push(request.query.path)
+      return reply.code(401).send({ statusCode: 401, code: 'LOGIN_REQUIRED', error: 'Unauthorized', message: 'log in' })
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const ws = new GuardedWebSocket('ws://127.0.0.1:' + app.server.address().port + '/chat', { minDelay: 10 })
+    result.connecting = ws.readyState
+    const ended = await new Promise((resolve) => ws.addEventListener('ended', resolve))
+    result.ended = { reason: ended.reason, status: ended.error.status, serverCode: ended.error.serverCode, readyState: ws.readyState }
+    result.tokenRequests = tokenRequests
+    await app.close()
     process.stdout.write(JSON.stringify(result))
   `))
 
@@ -125,6 +182,7 @@ async function compileConsumers (): Promise<{ code: number, out: string }> {
     import Fastify from 'fastify'
     import websocket from '@fastify/websocket'
     import guard, { createOriginMatcher, type FastifyWebsocketGuardOptions, type WebsocketGuardResult } from ${from}
+    import { injectGuardedWS, type InjectGuardedWSOptions } from 'fastify-websocket-guard/testing'
     const options: FastifyWebsocketGuardOptions = { origins: ['https://app.example.com'], tokenTTL: 30_000 }
     const app = Fastify()
     app.register(websocket)
@@ -135,6 +193,10 @@ async function compileConsumers (): Promise<{ code: number, out: string }> {
     })
     // @ts-expect-error a string TTL does not compile
     app.register(guard, { tokenTTL: '10' })
+    const injectOptions: InjectGuardedWSOptions = { transport: 'query', origin: null }
+    void injectGuardedWS(app, '/chat', injectOptions).then((socket) => socket.send('x'))
+    // @ts-expect-error the helper's transports are the guard's
+    void injectGuardedWS(app, '/chat', { transport: 'header' })
     export {}
   `
   writeFileSync(join(scratch, 'consumer.cts'), consumer("'fastify-websocket-guard'"))
@@ -160,20 +222,21 @@ t.before(async () => {
   await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', out], { cwd: src })
   mkdirSync(scratch)
   const tarball = join(out, readdirSync(out).find((f) => f.endsWith('.tgz')) as string)
-  await run('npm', ['install', '--no-save', '--offline', '--ignore-scripts', '--legacy-peer-deps', '--no-audit', '--no-fund', '--no-package-lock', '--prefix', scratch, tarball], { cwd: scratch })
+  await run('npm', ['install', '--no-save', '--prefer-offline', '--ignore-scripts', '--legacy-peer-deps', '--no-audit', '--no-fund', '--no-package-lock', '--prefix', scratch, tarball], { cwd: scratch })
   for (const peer of PEERS) {
     const target = join(scratch, 'node_modules', peer)
     mkdirSync(dirname(target), { recursive: true })
     if (!existsSync(target)) symlinkSync(join(modules, peer), target, 'dir')
   }
   // the child processes and the type check run side by side; each test awaits its own
-  for (const check of [cjsCheck, esmCheck, typesCheck]) check().catch(() => {})
+  for (const check of [cjsCheck, esmCheck, clientCheck, typesCheck]) check().catch(() => {})
 })
 
 t.test('the tarball holds the built entry points and no sources or tests', async (t) => {
   const { stdout } = await run('tar', ['-tzf', join(out, readdirSync(out)[0] as string)])
   const files = stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''))
-  for (const file of ['package.json', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/types/fastify.d.ts', 'README.md', 'LICENSE']) {
+  for (const file of ['package.json', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts',
+    'dist/client.mjs', 'dist/client.d.mts', 'dist/testing.js', 'dist/testing.mjs', 'dist/testing.d.ts', 'dist/testing.d.mts', 'dist/lib/testing.js', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/types/fastify.d.ts', 'README.md', 'LICENSE']) {
     t.ok(files.includes(file), file)
   }
   t.same(files.filter((f) => /^(lib|test|types|scripts|bench|examples)\//.test(f) || f.endsWith('.ts') && !f.endsWith('.d.ts') && !f.endsWith('.d.mts')), [], 'no sources, tests or scripts')
@@ -190,6 +253,9 @@ t.test('require: the plugin function, with the named exports on it and .default'
   t.match(result.resolved, /scratch\/node_modules\/fastify-websocket-guard\/dist\/index\.js$/, 'the installed copy')
   t.same(result.matcher, [true, false])
   t.equal(result.errors, true)
+  t.same(result.testing, { names: ['injectGuardedWS'], resolved: result.testing.resolved })
+  t.match(result.testing.resolved, /scratch\/node_modules\/fastify-websocket-guard\/dist\/testing\.js$/, 'require(\'fastify-websocket-guard/testing\'): the CommonJS entry')
+  t.match(result.inject, /^http:\/\/localhost 43 ping$/, 'injectGuardedWS opened a guarded socket')
   t.same(result.trip, {
     refused: { opened: false, status: 403, code: 'WS_GUARD_ORIGIN_NOT_ALLOWED' },
     opened: { opened: true, protocol: 'websocket-guard', guard: true },
@@ -205,11 +271,26 @@ t.test('import: the default export and named exports', async (t) => {
   t.match(result.resolved, /scratch\/node_modules\/fastify-websocket-guard\/dist\/index\.mjs$/, 'the ESM entry point')
   t.equal(result.matcher, true)
   t.same(result.seed, [true, true])
+  t.same(result.testing.names, ['injectGuardedWS'])
+  t.match(result.testing.resolved, /scratch\/node_modules\/fastify-websocket-guard\/dist\/testing\.mjs$/, 'import: the ES module entry')
+  t.match(result.inject, /^http:\/\/localhost 43 ping$/, 'injectGuardedWS opened a guarded socket')
   t.same(result.trip, {
     refused: { opened: false, status: 403, code: 'WS_GUARD_ORIGIN_NOT_ALLOWED' },
     opened: { opened: true, protocol: 'websocket-guard', guard: true },
     replay: { opened: false, status: 403, code: 'WS_GUARD_NO_TOKEN_STORED' }
   })
+})
+
+t.test(`import('fastify-websocket-guard/client') works in Node ${process.version}`, async (t) => {
+  const result = await clientCheck()
+  t.same(result.names, ['GuardedWebSocket', 'GuardedWebSocketEndedEvent', 'GuardedWebSocketError', 'openGuardedWebSocket'])
+  t.match(result.resolved, /scratch\/node_modules\/fastify-websocket-guard\/dist\/client\.mjs$/)
+  t.equal(result.eventTarget, true)
+  t.same(result.relative, [true, 'WS_GUARD_CLIENT_OPTIONS', 'GuardedWebSocket: invalid socket URL (outside a page, give an absolute URL)'])
+  t.equal(result.open, 'WS_GUARD_CLIENT_OPTIONS')
+  t.equal(result.connecting, 0)
+  t.same(result.ended, { reason: 'unauthorized', status: 401, serverCode: 'LOGIN_REQUIRED', readyState: 3 }, 'Node\'s fetch reached the token route')
+  t.same(result.tokenRequests, ['/chat'], 'one token request, bound to the path, on the socket\'s server')
 })
 
 t.test('the shipped types compile for CommonJS and ES module consumers', async (t) => {

@@ -3,11 +3,10 @@
  * from one address the token route answers 429 and issues nothing, whatever the cookie; the
  * WebSocket route and the tokens already issued are unaffected.
  */
-import t, { type Test } from 'tap'
-import { existsSync, readdirSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { Client, close } from './helpers/app'
+import { builtPackage } from './helpers/util'
 import { memoryTokenStore, type TokenStore } from '../lib/index'
 
 // examples/rate-limit.js is plain CommonJS, as users run it
@@ -15,27 +14,8 @@ const { buildApp } = require('../examples/rate-limit.js') as {
   buildApp: (options: { max?: number, timeWindow?: string, guard?: Record<string, unknown> }) => Promise<FastifyInstance>
 }
 
-const root = join(__dirname, '..')
-
-function newestSource (dir: string): number {
-  return Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((entry) => {
-    const path = join(dir, entry.name)
-    return entry.isDirectory() ? newestSource(path) : statSync(path).mtimeMs
-  }))
-}
-
-/** The example loads dist/, as users do: `npm test` builds first; a missing or stale build fails. */
-function built (t: Test): boolean {
-  const entry = join(root, 'dist', 'index.js')
-  if (!existsSync(entry) || statSync(entry).mtimeMs < newestSource(join(root, 'lib'))) {
-    t.fail('examples/rate-limit.js runs the built package: run `npm run build` first')
-    return false
-  }
-  return true
-}
-
 t.test('the token route answers 429 after the limit and issues no token', async (t) => {
-  if (!built(t)) return
+  if (!builtPackage(t, 'examples/rate-limit.js')) return
   const inner = memoryTokenStore()
   let issued = 0
   const store: TokenStore = {

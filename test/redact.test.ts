@@ -6,15 +6,18 @@
  */
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { connect as netConnect } from 'node:net'
+import { request as httpRequest } from 'node:http'
+import { connect as netConnect, type Socket } from 'node:net'
 import { Writable } from 'node:stream'
-import Fastify from 'fastify'
+import { setTimeout as sleep } from 'node:timers/promises'
+import Fastify, { type FastifyServerOptions } from 'fastify'
 import cookie from '@fastify/cookie'
 import session from '@fastify/session'
 import websocket from '@fastify/websocket'
 import { buildApp, Client, close, connect, SECRET } from './helpers/app'
+import { fakeToken } from './helpers/util'
 import websocketGuard from '../lib/index'
-import { createRedactor, REDACTED } from '../lib/redact'
+import { createRedactor, createUrlRedactor, REDACTED } from '../lib/redact'
 
 const hooksSym = Symbol.for('pino.hooks')
 
@@ -48,7 +51,6 @@ function noToken (t: Test, lines: string[], tokens: string[]): void {
 }
 
 const messages = (lines: string[]): any[] => lines.map((line) => JSON.parse(line))
-const fakeToken = (): string => randomBytes(32).toString('base64url')
 
 /** Sends bytes no HTTP parser accepts; Fastify logs them at trace as `client error`. */
 function sendMalformed (port: number, requestLine: string): Promise<void> {
@@ -139,6 +141,151 @@ t.test('whole flows at trace: no line shows a token, every URL line shows it red
     t.equal(l.route, '/chat')
     t.equal(l.origin, l.code === 'WS_GUARD_ORIGIN_NOT_ALLOWED' ? 'https://evil.example' : base)
   }
+})
+
+// ---------------------------------------------------------------------------------------
+// Four spellings that reached the log before (issue 10), each over the wire.
+
+const portOf = (app: { server: { address: () => unknown } }): number => (app.server.address() as { port: number }).port
+
+/**
+ * A GET sent with its request target exactly as written: a URL object (fetch, ws, http.request
+ * given a URL) would drop a `#…` before it is sent. With `upgrade`, it is a websocket upgrade,
+ * and resolves with 101 and the chosen subprotocol, or with the refusal.
+ */
+function send (port: number, path: string, headers: Record<string, string> = {}, upgrade = false): Promise<{ status: number, body: any, protocol?: string }> {
+  const upgradeHeaders = upgrade
+    ? { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': randomBytes(16).toString('base64') }
+    : {}
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { ...upgradeHeaders, ...headers } })
+    req.on('upgrade', (res, socket) => {
+      socket.destroy()
+      resolve({ status: 101, body: null, protocol: res.headers['sec-websocket-protocol'] })
+    })
+    req.on('response', (res) => {
+      let data = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => { data += chunk })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data === '' ? null : JSON.parse(data) }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const incomingUrls = (lines: string[]): string[] => messages(lines).filter((l) => l.msg === 'incoming request').map((l) => l.req.url)
+
+t.test("a token after `#`: Fastify's query parser reads it, the guard does not, and no line shows it", async (t) => {
+  const { stream, lines } = capture()
+  const { app, base } = await buildApp(t, {
+    fastify: { logger: { stream } },
+    setup (app) {
+      app.get('/plain', async (request) => request.query)
+    }
+  })
+  const client = new Client(base)
+  const token = await client.token()
+  const refused = await send(portOf(app), `/chat#token=${token}`, { origin: base, cookie: client.cookie }, true)
+  t.equal(refused.body?.code, 'WS_GUARD_NO_TOKEN_PRESENTED')
+  t.same((await send(portOf(app), `/plain#token=${token}`)).body, { token }, "Fastify's query parser reads the token")
+  t.equal((await send(portOf(app), `/nowhere#a=1&token=${token}`)).status, 404)
+  const proper = await client.connect('/chat?token=' + token)
+  t.equal(proper.opened, true, 'the token was live all along')
+  await close(proper)
+  await app.close()
+
+  noToken(t, lines, [token])
+  const urls = incomingUrls(lines)
+  t.ok(urls.includes(`/chat#token=${REDACTED}`))
+  t.ok(urls.includes(`/plain#token=${REDACTED}`))
+  t.ok(messages(lines).some((l) => l.msg === `Route GET:/nowhere#a=1&token=${REDACTED} not found`))
+})
+
+t.test('a token after `;` under useSemicolonDelimiter: Fastify reads it, no line shows it', async (t) => {
+  const { stream, lines } = capture()
+  const { app, base } = await buildApp(t, {
+    // where Fastify 5 reads it (the top-level option is deprecated); find-my-way's types omit it
+    fastify: { logger: { stream }, routerOptions: { useSemicolonDelimiter: true } as FastifyServerOptions['routerOptions'] },
+    setup (app) {
+      app.get('/plain', async (request) => request.query)
+    }
+  })
+  const client = new Client(base)
+  const token = await client.token()
+  const refused = await send(portOf(app), `/chat;token=${token}`, { origin: base, cookie: client.cookie }, true)
+  t.equal(refused.body?.code, 'WS_GUARD_NO_TOKEN_PRESENTED')
+  t.same((await send(portOf(app), `/plain;token=${token}`)).body, { token }, "Fastify's query parser reads the token")
+  const proper = await client.connect('/chat?token=' + token)
+  t.equal(proper.opened, true, 'the token was live all along')
+  await close(proper)
+  await app.close()
+
+  noToken(t, lines, [token])
+  const urls = incomingUrls(lines)
+  t.ok(urls.includes(`/chat;token=${REDACTED}`))
+  t.ok(urls.includes(`/plain;token=${REDACTED}`))
+})
+
+t.test('a subprotocol token entry after a tab, which the guard accepts, is redacted (JSON writes the tab as \\t)', async (t) => {
+  const { stream, lines } = capture()
+  const { app, base } = await buildApp(t, {
+    // headers are where the entry travels; Fastify's own serializer does not log them
+    fastify: { logger: { stream, serializers: { req: (req: any) => ({ url: req.url, headers: req.headers }) } } }
+  })
+  const client = new Client(base)
+  const token = await client.token()
+  const opened = await send(portOf(app), '/chat', {
+    origin: base,
+    cookie: client.cookie,
+    'sec-websocket-protocol': `websocket-guard,\twebsocket-guard.${token}`
+  }, true)
+  t.equal(opened.status, 101, 'the guard accepts the entry')
+  t.equal(opened.protocol, 'websocket-guard')
+  t.equal((await client.connect('/chat?token=' + token)).body?.code, 'WS_GUARD_NO_TOKEN_STORED', 'and consumed it')
+  await app.close()
+
+  noToken(t, lines, [token])
+  const upgrade = messages(lines).find((l) => l.msg === 'incoming request' && l.req.headers['sec-websocket-protocol'] !== undefined)
+  t.equal(upgrade?.req.headers['sec-websocket-protocol'], `websocket-guard,\twebsocket-guard.${REDACTED}`)
+  t.ok(lines.some((line) => line.includes(`websocket-guard,\\twebsocket-guard.${REDACTED}`)), 'the line holds the escape')
+})
+
+t.test('a malformed request split across TCP segments right after `?token=` shows no token at trace', async (t) => {
+  const { stream, lines } = capture()
+  const { app, base } = await buildApp(t, { fastify: { logger: { level: 'trace', stream } } })
+  const client = new Client(base)
+  const token = await client.token()
+  const first = 'GET /chat?token='
+  const serverSockets: Socket[] = []
+  app.server.on('connection', (socket) => { serverSockets.push(socket) })
+  await new Promise<void>((resolve, reject) => {
+    const socket = netConnect(portOf(app), '127.0.0.1', () => {
+      socket.write(first)
+      // the second write waits until the server has read the first: two reads, two packets
+      const serverSide = async (): Promise<void> => {
+        for (let i = 0; i < 2000; i++) {
+          const peer = serverSockets.find((s) => s.remotePort === socket.localPort)
+          if (peer !== undefined && peer.bytesRead >= first.length) return
+          await sleep(5)
+        }
+        throw new Error('the server never read the first segment')
+      }
+      serverSide().then(() => { socket.write(`${token} HTTP/1.1\r\nHost x\r\n\r\n`) }, reject)
+    })
+    socket.on('data', () => {})
+    socket.on('close', () => resolve())
+    socket.on('error', () => resolve())
+  })
+  const proper = await client.connect('/chat?token=' + token)
+  t.equal(proper.opened, true, 'the token was live all along')
+  await close(proper)
+  await app.close()
+
+  noToken(t, lines, [token])
+  const logged = packets(lines)
+  t.ok(logged.some((p) => p === `${REDACTED}\r\nHost x\r\n\r\n`), 'the second segment was logged, its first line redacted')
+  t.notOk(logged.some((p) => p.startsWith('GET /chat')), 'the first segment was not logged on its own')
 })
 
 t.test('redactLogs: false leaves URLs as they are (the search above can fail)', async (t) => {
@@ -307,7 +454,15 @@ t.test('createRedactor', async (t) => {
     [`"websocket-guard.${T}, chat"`, `"websocket-guard.${REDACTED}, chat"`],
     [`["chat","websocket-guard.${T}"]`, `["chat","websocket-guard.${REDACTED}"]`],
     ['"https://websocket-guard.example.com/x.websocket-guard.y"', '"https://websocket-guard.example.com/x.websocket-guard.y"'],
-    ['{"msg":"no query, no entry"}', '{"msg":"no query, no entry"}']
+    ['{"msg":"no query, no entry"}', '{"msg":"no query, no entry"}'],
+    // Fastify's router starts a query at `#`, and at `;` under useSemicolonDelimiter
+    [`"/chat#token=${T}"`, `"/chat#token=${REDACTED}"`],
+    [`"/chat;token=${T}"`, `"/chat;token=${REDACTED}"`],
+    [`"/chat#a&%74oken=${T}"`, `"/chat#a&%74oken=${REDACTED}"`],
+    [`Route GET:/x;tok%65n=${T} not found`, `Route GET:/x;tok%65n=${REDACTED} not found`],
+    // whitespace before an entry, which the guard trims, is a JSON escape in the line
+    [`"websocket-guard,\\twebsocket-guard.${T}"`, `"websocket-guard,\\twebsocket-guard.${REDACTED}"`],
+    [`"chat,\\u000bwebsocket-guard.${T},\\r\\nwebsocket-guard.${T}"`, `"chat,\\u000bwebsocket-guard.${REDACTED},\\r\\nwebsocket-guard.${REDACTED}"`]
   ]
   for (const [line, expected] of cases) t.equal(redact(line), expected, line)
   t.same(JSON.parse(redact(`{"u":"/c?token=a\\"b","h":"x, websocket-guard.q\\\\"}`)), { u: `/c?token=${REDACTED}`, h: `x, websocket-guard.${REDACTED}` })
@@ -321,4 +476,49 @@ t.test('createRedactor', async (t) => {
   const clean = bytes('GET / HTTP/1.1\r\n\r\n')
   t.equal(redact(clean), clean, 'a packet without a token is left as it is')
   t.equal(redact(bytes('')), bytes(''))
+
+  // the last segment of a request sent in several: it may begin inside a token
+  t.equal(redact(bytes(`${T} HTTP/1.1\r\nHost x\r\n\r\n`)), bytes(`${REDACTED}\r\nHost x\r\n\r\n`), 'split after ?token=')
+  t.equal(redact(bytes(`${T.slice(9)}&a=1 HTTP/1.1\r\n`)), bytes(`${REDACTED}\r\n`), 'split inside the token')
+  t.equal(
+    redact(bytes(`ard.${T}\r\nX: chat,\twebsocket-guard.${T}\r\nY:websocket-guard.${T}\r\n`)),
+    bytes(`${REDACTED}\r\nX: chat,\twebsocket-guard.${REDACTED}\r\nY:websocket-guard.${REDACTED}\r\n`),
+    'split inside a subprotocol entry; the lines after it as usual'
+  )
+  t.equal(redact(bytes(`\r\nX: websocket-guard.${T}\r\n`)), bytes(`\r\nX: websocket-guard.${REDACTED}\r\n`), 'split at a line break')
+  t.equal(
+    redact(bytes(`\r\nGET /chat#token=${T} HTTP/1.1\r\nHost x\r\n`)),
+    bytes(`\r\nGET /chat#token=${REDACTED} HTTP/1.1\r\nHost x\r\n`),
+    'a request line, after the empty lines a parser skips, is kept'
+  )
+  t.equal(redact(bytes('GET /chat;token=x HTTP/1.1\r\n')), bytes(`GET /chat;token=${REDACTED} HTTP/1.1\r\n`))
+})
+
+t.test('createUrlRedactor: the URL for onReject', async (t) => {
+  const redactUrl = createUrlRedactor('token')
+  const T = 'Ab0_-Ab0_-Ab0_-Ab0_-Ab0_-Ab0_-Ab0_-Ab0_-Ab0'
+  const cases: Array<[string, string]> = [
+    [`/chat?token=${T}`, `/chat?token=${REDACTED}`],
+    [`/chat?a=1&token=${T}&b=2`, `/chat?a=1&token=${REDACTED}&b=2`],
+    [`/chat?token=${T}&token=${T}`, `/chat?token=${REDACTED}&token=${REDACTED}`],
+    [`/chat#token=${T}`, `/chat#token=${REDACTED}`],
+    [`/chat;token=${T}`, `/chat;token=${REDACTED}`],
+    [`/chat?%74oken=${T}&tok%65N=${T}`, `/chat?%74oken=${REDACTED}&tok%65N=${T}`],
+    [`/chat?%74%6F%6b%65%6E=${T}`, `/chat?%74%6F%6b%65%6E=${REDACTED}`],
+    // the guard and Fastify read a value up to `&`, through `#`, quotes and anything else
+    [`/chat?token=${T}#x" y&z=1`, `/chat?token=${REDACTED}&z=1`],
+    ['/chat?token=&x=1', '/chat?token=&x=1'],
+    ['/chat?token', '/chat?token'],
+    ['/chat', '/chat'],
+    ['/chat?a=b', '/chat?a=b'],
+    ['/chat?a=%20', '/chat?a=%20'],
+    [`/chat?tokens=${T}&xtoken=${T}&%54oken=${T}`, `/chat?tokens=${T}&xtoken=${T}&%54oken=${T}`],
+    // a URL carries no subprotocol entry
+    [`/websocket-guard.${T}`, `/websocket-guard.${T}`]
+  ]
+  for (const [url, expected] of cases) t.equal(redactUrl(url), expected, url)
+  t.equal(redactUrl(`/c?token=${T}`), `/c?token=${REDACTED}`, 'the compiled pattern keeps no state between calls')
+
+  const other = createUrlRedactor('t.k')
+  t.equal(other('/c?t.k=1&t%2Ek=2&txk=3'), `/c?t.k=${REDACTED}&t%2Ek=${REDACTED}&txk=3`, 'names are literal, not patterns')
 })

@@ -4,14 +4,11 @@ import t from 'tap'
 import { redisTokenStore, type StoredToken, type TokenStore } from '../lib/index'
 import { hashToken, generateToken } from '../lib/tokens'
 import { CLIENT_KINDS, monitor, redisClient, redisSkip, startRedis } from './helpers/redis'
+import { eventually } from './helpers/util'
 
 function record (expiresIn: number, path: string | null = null): { token: string, record: StoredToken } {
   const token = generateToken()
   return { token, record: { hash: hashToken(token), expiresAt: Date.now() + expiresIn, path } }
-}
-
-async function until (condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10))
 }
 
 t.test('options are checked when the store is made', async (t) => {
@@ -93,7 +90,7 @@ for (const kind of CLIENT_KINDS) {
       const id = 'expired-' + kind
       const short = record(50)
       await store.issue(id, short.record, 8)
-      await until(() => Date.now() > short.record.expiresAt)
+      await eventually(t, 'the short token expired', () => Date.now() > short.record.expiresAt)
       const fresh = record(60_000)
       await store.issue(id, fresh.record, 8)
       t.same((await command('HKEYS', 'ws-guard:' + id) as string[]).sort(), ['#seq', fresh.record.hash].sort())

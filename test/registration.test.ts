@@ -10,6 +10,7 @@ import secureSession from '@fastify/secure-session'
 import websocket from '@fastify/websocket'
 import websocketGuard, { memoryTokenStore, type FastifyWebsocketGuardOptions } from '../lib/index'
 import { buildApp, Client, close, SECRET } from './helpers/app'
+import { refused } from './helpers/util'
 
 async function baseApp (t: Test, plugins: { session?: boolean, websocket?: boolean, secureSession?: boolean } = {}): Promise<FastifyInstance> {
   const app = Fastify()
@@ -159,8 +160,7 @@ t.test('routes declared with guard in an encapsulated child context are guarded'
   const client = new Client(base)
   for (const path of ['/ws', '/ws/', '/ws/room']) {
     const evil = await client.connect(path, { origin: 'https://evil.example' })
-    t.equal(evil.status, 403, `${path}: bad origin refused`)
-    t.equal(evil.body.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
+    refused(t, evil, 'WS_GUARD_ORIGIN_NOT_ALLOWED', { what: `${path}: bad origin` })
     const none = await client.connect(path)
     t.equal(none.body?.code, 'WS_GUARD_NO_TOKEN_PRESENTED', `${path}: token required`)
     const ok = await client.connect(`${path}?token=${await client.token()}`)
@@ -174,19 +174,24 @@ t.test('routes declared with guard in an encapsulated child context are guarded'
   await close(deepOk)
 })
 
-t.test('a route whose guard is false or absent gets no hook', async (t) => {
-  const app = await baseApp(t)
-  await app.register(websocketGuard)
-  const seen: Array<{ url: string, preValidation: unknown }> = []
-  app.addHook('onRoute', (route) => { seen.push({ url: route.url, preValidation: route.preValidation }) })
-  app.get('/a', { websocket: true }, () => {})
-  app.get('/b', { websocket: true, guard: false }, () => {})
-  app.get('/c', { websocket: true, guard: true }, () => {})
-  await app.ready()
-  t.same(seen.filter((r) => r.url !== '/c').map((r) => r.preValidation), [undefined, undefined, undefined, undefined])
-  const guarded = seen.filter((r) => r.url === '/c')
-  t.equal(guarded.length, 2, 'the GET route and its HEAD route')
-  for (const route of guarded) t.equal((route.preValidation as unknown[]).length, 1)
+t.test('a route with guard: false gets no hook; one without guard gets it under guardAll, and not without', async (t) => {
+  for (const guardAll of [true, false]) {
+    const app = await baseApp(t)
+    await app.register(websocketGuard, { guardAll })
+    const seen: Array<{ url: string, preValidation: unknown }> = []
+    app.addHook('onRoute', (route) => { seen.push({ url: route.url, preValidation: route.preValidation }) })
+    app.get('/a', { websocket: true }, () => {})
+    app.get('/b', { websocket: true, guard: false }, () => {})
+    app.get('/c', { websocket: true, guard: true }, () => {})
+    app.get('/d', async () => 'plain http')
+    await app.ready()
+    const hooks = (url: string): unknown[] => seen.filter((r) => r.url === url).map((r) => (r.preValidation as unknown[] | undefined)?.length)
+    t.same(hooks('/a'), guardAll ? [1, 1] : [undefined, undefined], `guardAll ${String(guardAll)}: a route without guard`)
+    t.same(hooks('/b'), [undefined, undefined], 'guard: false: none')
+    t.same(hooks('/c'), [1, 1], 'guard: true: the GET route and its HEAD route')
+    t.same(hooks('/d'), [undefined, undefined], 'a plain HTTP route: none')
+    await app.close()
+  }
 })
 
 t.test('the plugin function called directly without options uses the defaults', async (t) => {
@@ -201,7 +206,8 @@ t.test('every export of the contract is there', async (t) => {
   for (const name of [
     'default', 'fastifyWebsocketGuard', 'WebsocketSecurityError', 'WebsocketOriginNotAllowed', 'NoWebsocketTokenPresented',
     'NoWebsocketTokenStored', 'WebsocketTokenMismatch', 'WebsocketTokenExpired', 'WebsocketGuardStoreUnavailable',
-    'WebsocketGuardBadRequest', 'createOriginMatcher', 'consumeWebsocketToken', 'issueWebsocketToken', 'memoryTokenStore',
+    'WebsocketGuardBadRequest', 'WebsocketGuardNoSession', 'WebsocketGuardRouteNotGuarded', 'WebsocketGuardMissingDependency',
+    'WebsocketGuardOptionError', 'createOriginMatcher', 'consumeWebsocketToken', 'issueWebsocketToken', 'memoryTokenStore',
     'redisTokenStore'
   ]) {
     t.type(lib[name], 'function', name)

@@ -10,8 +10,7 @@ import session, { MemoryStore } from '@fastify/session'
 import websocket from '@fastify/websocket'
 import websocketGuard, { memoryTokenStore, type TokenStore } from '../lib/index'
 import { buildApp, Client, close, connect, type ConnectResult } from './helpers/app'
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+import { refused, sleep } from './helpers/util'
 
 type Mode = 'ok' | 'fail' | 'throw' | 'hang' | 'slow'
 
@@ -61,17 +60,6 @@ function tokenStore (): TokenStore & { mode: Mode | 'reject', calls: string[], c
     close () { store.closed++; inner.close() }
   }
   return store
-}
-
-function unavailable (t: Test, r: { status: number | null, body: any, opened?: boolean }): void {
-  t.equal(r.status, 503)
-  t.same(r.body, {
-    statusCode: 503,
-    code: 'WS_GUARD_STORE_UNAVAILABLE',
-    error: 'Service Unavailable',
-    message: r.body?.message
-  })
-  t.equal(r.opened ?? false, false, 'no socket')
 }
 
 async function opensOnce (t: Test, client: Client, token: string): Promise<void> {
@@ -160,7 +148,7 @@ t.test('a session store whose save fails: 503, no socket, the token is spent', a
   const next = await client.token()
   store.mode = 'fail'
   const r = await client.connect('/chat?token=' + token)
-  unavailable(t, r)
+  refused(t, r, 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
   t.notOk(JSON.stringify(r.body).includes(token))
   t.equal(opened.length, 0)
   t.same(rejections.map((r) => [r.code, r.statusCode]), [['WS_GUARD_STORE_UNAVAILABLE', 503]], 'onReject saw it')
@@ -169,7 +157,7 @@ t.test('a session store whose save fails: 503, no socket, the token is spent', a
   t.equal(line?.code, 'WS_GUARD_STORE_UNAVAILABLE')
   t.equal(line?.err?.message, 'session store down', 'with the cause')
   const protocol = await client.connect('/chat', { protocols: ['websocket-guard', 'websocket-guard.' + next] })
-  unavailable(t, protocol)
+  refused(t, protocol, 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
   store.mode = 'ok'
   // fail closed: a token whose consumption could not be saved does not come back
   const retry = await client.connect('/chat?token=' + token)
@@ -184,7 +172,7 @@ t.test('a session store whose save hangs: 503 after storeTimeout, no socket', as
   const token = await client.token()
   store.mode = 'hang'
   const r = await client.connect('/chat?token=' + token)
-  unavailable(t, r)
+  refused(t, r, 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
   t.match(r.body.message, /100 ms/)
   t.equal(opened.length, 0)
 })
@@ -204,7 +192,7 @@ t.test('storeTimeout is respected for session saves', async (t) => {
   const c2 = new Client(hasty.base)
   const token2 = await c2.token()
   store2.mode = 'slow'
-  unavailable(t, await c2.connect('/chat?token=' + token2))
+  refused(t, await c2.connect('/chat?token=' + token2), 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
 })
 
 t.test('@fastify/secure-session: tokens in the in-memory store', async (t) => {
@@ -317,10 +305,10 @@ t.test('a user `store`', async (t) => {
       const client = new Client(base)
       const token = await client.token()
       store.mode = mode
-      unavailable(t, await client.connect('/chat?token=' + token))
-      unavailable(t, await client.connect('/chat', { protocols: ['websocket-guard', 'websocket-guard.' + token] }))
+      refused(t, await client.connect('/chat?token=' + token), 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
+      refused(t, await client.connect('/chat', { protocols: ['websocket-guard', 'websocket-guard.' + token] }), 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
       const res = await client.getToken()
-      unavailable(t, res)
+      refused(t, res, 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
       t.notOk('token' in (res.body ?? {}), 'the token route issues nothing')
       t.equal(opened.length, 0)
       t.same(rejections.map((r) => r.code), Array(3).fill('WS_GUARD_STORE_UNAVAILABLE'))
@@ -345,10 +333,10 @@ t.test('a user `store`', async (t) => {
     const c2 = new Client(hasty.base)
     const token2 = await c2.token()
     store2.mode = 'slow'
-    const refused = await c2.connect('/chat?token=' + token2)
-    unavailable(t, refused)
-    t.match(refused.body.message, /50 ms/)
-    unavailable(t, await c2.getToken())
+    const tooSlow = await c2.connect('/chat?token=' + token2)
+    refused(t, tooSlow, 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
+    t.match(tooSlow.body.message, /50 ms/)
+    refused(t, await c2.getToken(), 'WS_GUARD_STORE_UNAVAILABLE', { statusCode: 503 })
   })
 
   t.test('a store the user passed in is not closed with the app; the built-in one is', async (t) => {

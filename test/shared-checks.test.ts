@@ -125,5 +125,5 @@ t.test('start-up and wiring errors carry codes', async (t) => {
   const res = await bare.inject({ url: '/websocket-token' })
   t.equal(res.statusCode, 500)
   t.equal(res.json().code, 'WS_GUARD_NO_SESSION')
-  t.match(res.json().message, /no session on the token route/)
+  t.match(res.json().message, /no usable session on this request/)
 })

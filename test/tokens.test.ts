@@ -166,17 +166,17 @@ t.test('presentedToken: subprotocol transport', async (t) => {
   const token = generateToken()
   t.same(presentedToken('/chat', `websocket-guard, websocket-guard.${token}`, 'token', PREFIX),
     { token, protocols: 'websocket-guard', viaProtocol: true })
-  t.same(presentedToken('/chat', `websocket-guard.${token}`, 'token', PREFIX),
-    { token, protocols: undefined, viaProtocol: true }, 'the only entry: no protocols left')
+  t.throws(() => presentedToken('/chat', `websocket-guard.${token}`, 'token', PREFIX),
+    { code: 'WS_GUARD_NO_TOKEN_PRESENTED', message: /offered alone: offer the bare protocol too/ }, 'the only entry: refused, a browser would fail the connection')
   t.same(presentedToken('/chat', ` websocket-guard.${token} ,\tchat.v1 ,  websocket-guard `, 'token', PREFIX),
     { token, protocols: 'chat.v1, websocket-guard', viaProtocol: true }, 'optional whitespace around entries')
   t.same(presentedToken('/chat', `a,b,websocket-guard.${token},c`, 'token', PREFIX),
     { token, protocols: 'a, b, c', viaProtocol: true }, 'order of the others kept')
   t.same(presentedToken('/chat', `a, , websocket-guard.${token},`, 'token', PREFIX),
     { token, protocols: 'a', viaProtocol: true }, 'empty entries dropped')
-  t.same(presentedToken('/chat?other=1', `p.${token}`, 'token', 'p.'), { token, protocols: undefined, viaProtocol: true }, 'a custom protocol')
-  t.same(presentedToken('/chat?xtoken=1', `websocket-guard.${token}`, 'token', PREFIX),
-    { token, protocols: undefined, viaProtocol: true }, 'xtoken= is not a token in the query')
+  t.same(presentedToken('/chat?other=1', `p, p.${token}`, 'token', 'p.'), { token, protocols: 'p', viaProtocol: true }, 'a custom protocol')
+  t.same(presentedToken('/chat?xtoken=1', `websocket-guard, websocket-guard.${token}`, 'token', PREFIX),
+    { token, protocols: 'websocket-guard', viaProtocol: true }, 'xtoken= is not a token in the query')
 })
 
 t.test('presentedToken: none, empty or more than one is NoWebsocketTokenPresented', async (t) => {
@@ -210,7 +210,7 @@ t.test('presentedToken bounds hostile input', async (t) => {
   const max = 'a'.repeat(MAX_PRESENTED_LENGTH)
   t.equal(presentedToken('/chat?token=' + max, undefined, 'token', PREFIX).token, max, 'the longest accepted value')
   t.throws(() => presentedToken('/chat?token=' + long, undefined, 'token', PREFIX), { code: 'WS_GUARD_TOKEN_MISMATCH', message: /too long/ })
-  t.throws(() => presentedToken('/chat', 'websocket-guard.' + long, 'token', PREFIX), WebsocketTokenMismatch)
+  t.throws(() => presentedToken('/chat', 'websocket-guard, websocket-guard.' + long, 'token', PREFIX), WebsocketTokenMismatch)
   t.throws(() => presentedToken('/chat?token=' + 'a'.repeat(1_000_000), undefined, 'token', PREFIX), WebsocketTokenMismatch)
 
   const entries = (n: number): string => Array.from({ length: n }, (_, i) => `p${i}`).join(', ')

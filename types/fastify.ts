@@ -4,7 +4,7 @@
  */
 import type { GuardRouteOptions } from '../lib/options'
 import type { WebsocketGuardResult } from '../lib/guard'
-import type { SocketClosers } from '../lib/sockets/index'
+import type { WebsocketGuardDecorator } from '../lib/index'
 
 declare module 'fastify' {
   interface RouteShorthandOptions {
@@ -12,8 +12,8 @@ declare module 'fastify' {
     guard?: boolean | GuardRouteOptions
   }
   interface FastifyInstance {
-    /** `closeSession`, `closeUser` (fastify-websocket-guard) */
-    websocketGuard: SocketClosers
+    /** issue tokens from your own routes, close sessions' and users' sockets (fastify-websocket-guard) */
+    websocketGuard: WebsocketGuardDecorator
   }
   interface FastifyRequest {
     /** `null` on unguarded routes; the checks' result on a guarded route that passed. */

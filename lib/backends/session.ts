@@ -7,7 +7,7 @@ import { checkSessionKey, DEFAULTS, fail, isRequestPath, positive, REQUEST_PATH_
 import { readSession, writeSession, type SessionLike } from '../session'
 import type { StoredToken } from '../stores/types'
 import { addToken, assertConsumed, findToken, hashToken, MAX_PRESENTED_LENGTH, newToken, pathOf, presentedToken, type IssuedToken } from '../tokens'
-import { storeCall } from './deadline'
+import { storeCall } from '../deadline'
 import type { TokenBackend } from './index'
 
 export function sessionBackend (opts: ResolvedOptions): TokenBackend {

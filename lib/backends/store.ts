@@ -1,10 +1,10 @@
 /** Tokens in a server-side `TokenStore`, found through a random id kept in the session. */
-import { randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 import type { ResolvedOptions } from '../options'
-import { readSession, writeSession } from '../session'
+import { readSession, writeSession, type SessionLike } from '../session'
 import type { TokenStore } from '../stores/types'
 import { assertConsumed, hashToken, newToken } from '../tokens'
-import { storeCall } from './deadline'
+import { storeCall } from '../deadline'
 import type { TokenBackend } from './index'
 
 export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: boolean): TokenBackend {
@@ -12,7 +12,7 @@ export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: b
     async issue (_request, session, path) {
       let id = readSession(session, opts.sessionKey)
       if (typeof id !== 'string') {
-        id = randomBytes(16).toString('base64url')
+        id = storeId(session)
         writeSession(session, opts.sessionKey, id)
       }
       const { issued, record } = newToken(opts.tokenTTL, path, Date.now())
@@ -33,4 +33,16 @@ export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: b
       if (owned) await store.close?.()
     }
   }
+}
+
+/**
+ * The id of a session's tokens in the store. Two first token requests of one session (two
+ * tabs opening at once) both find no id; a random id each would let the session saved last
+ * orphan the other's token. Derived from @fastify/session's session id, both agree. The
+ * cookie sessions of @fastify/secure-session have no id to derive from: a random one there.
+ */
+function storeId (session: SessionLike): string {
+  const sessionId = (session as { sessionId?: unknown }).sessionId
+  if (typeof sessionId !== 'string') return randomBytes(16).toString('base64url')
+  return hash('sha256', 'fastify-websocket-guard:' + sessionId, 'base64url').slice(0, 22)
 }

@@ -17,19 +17,17 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { storeCall } from '../backends/deadline'
+import { storeCall } from '../deadline'
 import type { TokenBackend } from '../backends/index'
 import { NoWebsocketTokenStored, WebsocketGuardOptionError, WebsocketGuardStoreUnavailable } from '../errors'
 import type { ResolvedOptions } from '../options'
 import { readSession, sessionOf, writeSession, type SessionLike } from '../session'
 import type { CloseListener, CloseMessage, CloseSubscription } from '../stores/types'
-import type { LifecycleOptions } from './options'
 import { FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, type Close, type GuardedSocket } from './registry'
 import { GuardResult } from './result'
 import { addEnder, removeEnder, wrapFastifySession, wrapSecureSession, type Ended, type Ender } from './session-end'
 
 export { GuardResult } from './result'
-export type { LifecycleOptions } from './options'
 
 /** `options` of `closeSession` and `closeUser`. */
 export interface CloseOptions {
@@ -146,7 +144,7 @@ export function trackedSockets (decorator: object): { sockets: number, groups: n
   return { sockets: registry.size, groups: registry.groups.size, users: registry.users.size, deadlines: registry.deadlines.size }
 }
 
-export async function socketLife (fastify: FastifyInstance, opts: ResolvedOptions & LifecycleOptions, backend: TokenBackend, decorator: object): Promise<SocketLife> {
+export async function socketLife (fastify: FastifyInstance, opts: ResolvedOptions, backend: TokenBackend, decorator: object): Promise<SocketLife> {
   const groupKey = opts.sessionKey + GROUP_SUFFIX
   const secure = opts.sessionPlugin === '@fastify/secure-session'
   const tracking = opts.closeOnSessionEnd || opts.identify !== undefined || opts.maxSocketLifetime !== false || opts.revalidateInterval !== false
@@ -209,14 +207,14 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       invalid(what, `reason must be a string of at most ${MAX_REASON} bytes`)
     }
     if (except !== undefined && except !== null && typeof except !== 'object') invalid(what, 'except must be a request')
-    const exceptSession = except === undefined || except === null ? null : sessionOf(except)
+    const exceptSession = except === undefined || except === null ? null : sessionOf(except, opts.sessionKey)
     const exceptGroup = exceptSession === null ? undefined : readSession(exceptSession, groupKey)
     return { close: { code, reason, kind: 'session-ended' }, except: typeof exceptGroup === 'string' ? exceptGroup : null }
   }
 
   async function closeSession (request: FastifyRequest, options?: CloseOptions): Promise<void> {
     const { close, except } = closeOptions('closeSession', options)
-    const session = typeof request === 'object' && request !== null ? sessionOf(request) : null
+    const session = typeof request === 'object' && request !== null ? sessionOf(request, opts.sessionKey) : null
     if (session === null) return
     await revoke(session, readSession(session, opts.sessionKey))
     const group = readSession(session, groupKey)
@@ -328,7 +326,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   async function identifyUser (request: FastifyRequest): Promise<string | null> {
     let user: unknown
     try {
-      user = await storeCall((opts.identify as NonNullable<LifecycleOptions['identify']>)(request), opts.storeTimeout)
+      user = await storeCall((opts.identify as NonNullable<ResolvedOptions['identify']>)(request), opts.storeTimeout)
     } catch (err) {
       // the deadline's 503 says what identify's rejection was; a throw is its own cause
       const cause = err instanceof WebsocketGuardStoreUnavailable && err.cause !== undefined ? err.cause : err
@@ -409,7 +407,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       // its close has been emitted already: the upgrade cannot complete
       if (transport.destroyed === true) return null
       const entry = new SocketEntry(Date.now())
-      const session = sessionOf(request)
+      const session = sessionOf(request, opts.sessionKey)
       if (session !== null) learn(session, request)
       const kept = session === null ? undefined : readSession(session, groupKey)
       let group: string
@@ -427,7 +425,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     },
 
     async admit (request, entry, origin, token) {
-      const session = sessionOf(request)
+      const session = sessionOf(request, opts.sessionKey)
       if (opts.identify !== undefined) {
         const user = await identifyUser(request)
         if (user !== null) registry.setUser(entry, user)

@@ -281,15 +281,3 @@ export async function buildInstance (t: Test, options: InstanceOptions): Promise
   const { port } = app.server.address() as { port: number }
   return { app, base: `http://127.0.0.1:${port}`, opened, errors }
 }
-
-/** Waits until `check` holds, polling; fails the test after `limit` ms rather than hang. */
-export async function eventually (t: Test, what: string, check: () => Promise<boolean>, limit = 15_000): Promise<void> {
-  const end = Date.now() + limit
-  while (!(await check())) {
-    if (Date.now() > end) {
-      t.fail(`${what}: still not true after ${limit} ms`)
-      return
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}

@@ -1,0 +1,133 @@
+'use strict'
+// The measurements figures are computed from. Each takes the run's context (bench/run.js:
+// `ctx.spawn`, `ctx.redis()`, `ctx.plan`, `ctx.log`) and returns raw numbers; a figure that
+// needs one asks for it through `ctx.once`, so that figures sharing a measurement share the
+// servers and the rounds it took.
+const { setTimeout: sleep } = require('node:timers/promises')
+const { median, percentile } = require('./common')
+
+/** node bench/server.js arguments for one server. */
+function serverArgs ({ variant, logger, redisUrl, name, maxTokens }) {
+  const args = ['--variant', variant, '--logger', logger, '--name', name]
+  if (redisUrl !== undefined) args.push('--redis-url', redisUrl)
+  if (maxTokens !== undefined) args.push('--max-tokens', String(maxTokens))
+  return args
+}
+
+async function startServers (ctx, label, setup, servers) {
+  const redisUrl = setup.sessions === 'redis' ? (await ctx.redis()).url : undefined
+  const names = Object.keys(servers)
+  const procs = names.map((name) => ctx.spawn('server.js', serverArgs({ ...servers[name], ...setup, redisUrl, name: `${label}-${name}` }), `${label}-${name}`))
+  const stop = () => Promise.all(procs.map((p) => p.stop()))
+  try {
+    const targets = await Promise.all(procs.map((p) => p.call({ cmd: 'address' })))
+    return { names, procs, targets, stop }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
+
+const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
+
+/**
+ * The connection flow (token request, then the upgrade, then a close) on each of `servers`
+ * (`{ name: { variant, maxTokens? } }`), all with the same `setup` (`{ logger, sessions }`).
+ * Each round, every server serves `count` flows, the servers taking turns flow by flow; the
+ * first server changes every round. Returns each server's CPU µs per flow, round by round.
+ * Rounds stop after `seconds` once there are `minRounds`, so that a busy machine makes the
+ * run less precise (the A/A pair shows it) rather than endless.
+ */
+async function flows (ctx, label, setup, servers) {
+  const { warmup, rounds, minRounds, seconds, count, concurrency, sessions } = ctx.plan.flows
+  const { names, procs, targets, stop } = await startServers(ctx, label, setup, servers)
+  const load = ctx.spawn('load.js', [])
+  try {
+    const cpu = Object.fromEntries(names.map((n) => [n, []]))
+    const gc = Object.fromEntries(names.map((n) => [n, []]))
+    const started = Date.now()
+    for (let r = 0; r < warmup + rounds; r++) {
+      if (r >= warmup + minRounds && Date.now() - started > seconds * 1000) break
+      const before = await cpuOf(procs)
+      const result = await load.call({ cmd: 'flow', targets, count, concurrency, sessions, first: r % names.length })
+      // let the servers finish the closing handshakes that belong to this round
+      await sleep(50)
+      const after = await cpuOf(procs)
+      names.forEach((n, i) => {
+        if (after[i].opened - before[i].opened !== count) throw new Error(`${label} ${n}: ${after[i].opened - before[i].opened} sockets opened, ${count} expected`)
+        ctx.served(`${label}-${n}`, count)
+      })
+      if (r < warmup) continue
+      names.forEach((n, i) => {
+        cpu[n].push((after[i].cpu - before[i].cpu) / count)
+        gc[n].push((after[i].gc - before[i].gc) / count)
+      })
+      ctx.log(`${label} round ${r - warmup + 1}/${rounds}: µs/flow ${names.map((n) => `${n} ${cpu[n].at(-1).toFixed(0)}`).join(', ')} (${(result.ms / 1000).toFixed(1)} s)`)
+    }
+    return { cpu, gc }
+  } finally {
+    await Promise.all([stop(), load.stop()])
+  }
+}
+
+/**
+ * Token-route throughput of `servers` (as for `flows`): autocannon on each in turn, which one
+ * goes first changing every round; each connection is one session asking for token after
+ * token. Returns requests per second and server CPU µs per request, round by round.
+ */
+async function tokenRoute (ctx, label, setup, servers) {
+  const { warmup, rounds, duration, connections } = ctx.plan.tokenRoute
+  const { names, procs, targets, stop } = await startServers(ctx, label, setup, servers)
+  const load = ctx.spawn('load.js', [])
+  try {
+    const rate = Object.fromEntries(names.map((n) => [n, []]))
+    const cpu = Object.fromEntries(names.map((n) => [n, []]))
+    for (let r = 0; r < warmup + rounds; r++) {
+      for (let k = 0; k < names.length; k++) {
+        const i = (r + k) % names.length
+        const [before] = await cpuOf([procs[i]])
+        const result = await load.call({ cmd: 'cannon', port: targets[i].port, path: targets[i].tokenPath, connections, duration })
+        const [after] = await cpuOf([procs[i]])
+        ctx.served(`${label}-${names[i]}`, result.ops)
+        if (r < warmup) continue
+        rate[names[i]].push(result.rps)
+        cpu[names[i]].push((after.cpu - before.cpu) / result.ops)
+      }
+      if (r >= warmup) ctx.log(`${label} round ${r - warmup + 1}/${rounds}: req/s ${names.map((n) => `${n} ${Math.round(rate[n].at(-1))}`).join(', ')}`)
+    }
+    return { rate, cpu }
+  } finally {
+    await Promise.all([stop(), load.stop()])
+  }
+}
+
+/** The memory figures, measured in a child of their own (they need --expose-gc). */
+async function memory (ctx) {
+  const child = ctx.spawn('memory.js', [], 'memory', ['--expose-gc'])
+  try {
+    return await child.call({ cmd: 'run', quick: ctx.quick })
+  } finally {
+    await child.stop()
+  }
+}
+
+/** The median of the per-round ratios a/b: it cancels slow drifts of the machine. */
+function ratio (a, b) {
+  return median(a.map((x, i) => x / b[i]))
+}
+
+/**
+ * The noise of a measurement, from two identical servers measured in the same rounds: the
+ * median of their per-round ratios, the interquartile range of those ratios, and the floor
+ * under which a ratio's difference is not claimed: whichever is larger of the A/A median's
+ * distance from 1 and half that range.
+ */
+function noise (a, b) {
+  const ratios = a.map((x, i) => x / b[i])
+  const mid = median(ratios)
+  const q1 = percentile(ratios, 25)
+  const q3 = percentile(ratios, 75)
+  return { median: mid, q1, q3, floor: Math.max(Math.abs(mid - 1), (q3 - q1) / 2) }
+}
+
+module.exports = { flows, tokenRoute, memory, ratio, noise, median }
