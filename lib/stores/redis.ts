@@ -16,6 +16,7 @@
  * (503): a failover cannot then promote a replica that still holds a token that opened.
  */
 import { createHash } from 'node:crypto'
+import { redisCloseBus } from './redis-bus'
 import type { ConsumeOutcome, StoredToken, TokenStore } from './types'
 import { MAX_TIMER_DELAY } from '../options'
 import { WebsocketGuardOptionError } from '../errors'
@@ -357,6 +358,8 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
       }
       const { acks } = await withWait({ op: 'del', key }, durability)
       if (!(acks >= durability.replicas)) throw tooFew('revocation', acks, durability)
-    }
+    },
+    // closes between the instances that share this Redis (lib/stores/redis-bus.ts)
+    bus: redisCloseBus(client, prefix)
   }
 }
