@@ -407,6 +407,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       // its close has been emitted already: the upgrade cannot complete
       if (transport.destroyed === true) return null
       const entry = new SocketEntry(Date.now())
+      entry.route = request.routeOptions.url as string
       const session = sessionOf(request, opts.sessionKey)
       if (session !== null) learn(session, request)
       const kept = session === null ? undefined : readSession(session, groupKey)

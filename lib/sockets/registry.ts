@@ -6,6 +6,7 @@
  * one shared heap with one timer (deadlines.ts).
  */
 import { Deadlines } from './deadlines'
+import { publishClose } from '../diagnostics'
 
 /** What the guard uses of a `ws` WebSocket. */
 export interface GuardedSocket {
@@ -45,6 +46,8 @@ export class SocketEntry {
   /** the session id, kept only for revalidation */
   sessionId: string | null = null
   controller: AbortController | null = null
+  /** the route's pattern, for the close published on the diagnostics channel */
+  route = ''
 
   constructor (readonly openedAt: number) {}
 
@@ -92,7 +95,7 @@ export class Registry {
   /** Called when the upgrade completed. */
   opened (entry: SocketEntry, socket: GuardedSocket): void {
     entry.socket = socket
-    if (entry.closing !== null) closeSocket(socket, entry.closing)
+    if (entry.closing !== null) closeSocket(socket, entry.closing, entry)
   }
 
   /** Forgets an entry (its socket closed, or its upgrade failed). Idempotent. */
@@ -114,7 +117,7 @@ export class Registry {
     this.remove(entry)
     entry.closing = close
     entry.controller?.abort()
-    if (entry.socket !== null) closeSocket(entry.socket, close)
+    if (entry.socket !== null) closeSocket(entry.socket, close, entry)
   }
 
   closeGroup (group: string, close: Close): void {
@@ -155,7 +158,9 @@ function unlink (heads: Map<string, SocketEntry>, entry: SocketEntry, key: strin
   entry[next] = null
 }
 
-function closeSocket (socket: GuardedSocket, close: Close): void {
+function closeSocket (socket: GuardedSocket, close: Close, entry: SocketEntry): void {
+  // shutdown closes are @fastify/websocket's own: the channel carries the guard's closes only
+  if (close.kind !== 'shutdown') publishClose(entry.route, close.code, close.kind, entry.openedAt)
   // ws ignores a close on a socket that is already closing
   socket.close(close.code, close.reason)
 }
