@@ -360,6 +360,18 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
       if (!(acks >= durability.replicas)) throw tooFew('revocation', acks, durability)
     },
     // closes between the instances that share this Redis (lib/stores/redis-bus.ts)
-    bus: redisCloseBus(client, prefix)
+    bus: carriesCloses(client) ? redisCloseBus(client, prefix) : undefined
   }
+}
+
+/**
+ * Whether the close bus can run on `client`: ioredis and iovalkey in every topology (their
+ * `duplicate()` and `call()` work the same on a Cluster and under Sentinel), and a node-redis
+ * client. A node-redis cluster routes `sendCommand` by key and a node-redis sentinel has no
+ * `duplicate()`: with those, closes stay on the instance that made them.
+ */
+function carriesCloses (client: unknown): boolean {
+  const c = client as Record<string, unknown>
+  if (typeof c.call === 'function') return true
+  return typeof c.duplicate === 'function' && typeof c.getSlotMaster !== 'function'
 }
