@@ -10,20 +10,26 @@ import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSessio
 import type { ResolvedOptions, RouteGuard } from './options'
 import { upgradeOrigin } from './origin'
 import { sessionOf } from './session'
+import { GuardResult, type SocketTracker } from './sockets/index'
+import type { SocketEntry } from './sockets/registry'
 import { pathOf, presentedToken } from './tokens'
 
 /** `request.websocketGuard` on a guarded route that passed. */
 export interface WebsocketGuardResult {
   /** the normalised allowed origin, or `null` when none was sent and that is allowed */
-  origin: string | null
+  readonly origin: string | null
   /** the consumed token, or `null` where the route checks no token */
-  token: string | null
+  readonly token: string | null
+  /** aborted, before the close frame is sent, when the guard closes the socket */
+  readonly signal: AbortSignal
 }
 
 /** What every hook of one plugin instance shares, built once at registration. */
 export interface GuardContext {
   opts: ResolvedOptions
   backend: TokenBackend
+  /** the registry of the socket's life; `null` when the guard follows no socket */
+  sockets: SocketTracker | null
   /** the request URL with tokens redacted, for `onReject` */
   redactUrl: (url: string) => string
   /** routes (or paths) whose unguarded upgrades were already logged */
@@ -38,13 +44,18 @@ export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationA
   return async function websocketGuard (request: FastifyRequest): Promise<void> {
     // a plain HTTP request to the route is not checked and consumes nothing
     if ((request as { ws?: unknown }).ws !== true) return
+    let entry: SocketEntry | null = null
     try {
       // 1. origin: a refused origin never reaches the token, so it consumes nothing
       const origin = await upgradeOrigin(route.origins, route.allowMissingOrigin, request)
+      // the socket's life: registered before the token is consumed, so that no close of its
+      // session can pass in between (lib/sockets/)
+      if (ctx.sockets !== null) entry = ctx.sockets.reserve(request)
       // 2. token: exactly one presented, then consumed from the session's tokens
       const token = route.token ? await consumePresented(ctx, request) : null
-      request.websocketGuard = { origin, token }
+      request.websocketGuard = entry === null ? new GuardResult(origin, token, null) : await (ctx.sockets as SocketTracker).admit(request, entry, origin, token)
     } catch (err) {
+      if (entry !== null) ctx.sockets?.release(entry)
       if (isRefusal(err)) ctx.refuse(request, err)
       throw err
     }

@@ -31,6 +31,13 @@ export function sessionBackend (opts: ResolvedOptions): TokenBackend {
         throw err as WebsocketGuardStoreUnavailable
       }
     },
+    async revoke (session, stored) {
+      // another copy of the session (a replayed cookie, a request that saves it again) still
+      // holds them: spent here, they are refused in this process whichever copy shows them
+      const now = Date.now()
+      for (const record of sessionTokens(stored)) spent.spend(record.hash, record.expiresAt, now)
+      writeSession(session, opts.sessionKey, undefined)
+    },
     close () {}
   }
 }

@@ -24,6 +24,10 @@ export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: b
       if (typeof id !== 'string') return assertConsumed('none-stored')
       assertConsumed(await storeCall(store.consume(id, hashToken(token), path, Date.now()), opts.storeTimeout))
     },
+    async revoke (_session, stored) {
+      // the id stays: tokens issued from now on are the session's again
+      if (typeof stored === 'string') await store.revoke?.(stored)
+    },
     async close () {
       // a store the user passed in is theirs to close
       if (owned) await store.close?.()

@@ -20,6 +20,7 @@ export interface MemoryTokenStoreOptions {
 export interface MemoryTokenStore extends TokenStore {
   /** number of ids that hold at least one token (for tests and metrics) */
   readonly size: number
+  revoke (id: string): Promise<void>
   close (): void
 }
 
@@ -74,6 +75,9 @@ export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): Memory
       // check and delete run in one synchronous step: no other consume can interleave
       if (outcome === 'consumed') put(id, records.filter((_, i) => i !== index))
       return outcome
+    },
+    async revoke (id: string): Promise<void> {
+      tokens.delete(id)
     },
     close (): void {
       clearInterval(timer)

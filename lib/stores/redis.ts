@@ -7,6 +7,7 @@
  * token at the same moment are serialised by Redis, and only one of them sees it.
  */
 import { createHash } from 'node:crypto'
+import { redisCloseBus } from './redis-bus'
 import type { ConsumeOutcome, StoredToken, TokenStore } from './types'
 
 /** What the store uses of a `redis` (node-redis 4 and later) client or cluster. */
@@ -101,6 +102,7 @@ function script (body: string): Script {
 
 const issueScript = script(ISSUE)
 const consumeScript = script(CONSUME)
+const revokeScript = script("redis.call('DEL', KEYS[1])\nreturn 1")
 
 /** Runs a script by its SHA1 (one round trip); loads it with EVAL only when Redis lacks it. */
 type Runner = (script: Script, key: string, args: string[]) => Promise<unknown>
@@ -163,6 +165,10 @@ export function redisTokenStore (options: RedisTokenStoreOptions): TokenStore {
     async consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome> {
       // String(): a client may map bulk strings to Buffers; anything unknown counts as a mismatch
       return String(await run(consumeScript, prefix + id, [hash, path, String(now)])) as ConsumeOutcome
-    }
+    },
+    async revoke (id: string): Promise<void> {
+      await run(revokeScript, prefix + id, [])
+    },
+    bus: redisCloseBus(client, prefix)
   }
 }
