@@ -240,6 +240,7 @@ async function startAttacker (options, config, feed) {
     reply.header('cache-control', 'no-store')
     return { token: feed.loot.token }
   })
+  let replaying = false
   app.post('/replay', { bodyLimit: 1024 }, async (request, reply) => {
     const attempt = request.body?.attempt
     if (typeof attempt !== 'string' || !ATTEMPT_ID.test(attempt)) {
@@ -247,7 +248,17 @@ async function startAttacker (options, config, feed) {
       return { outcome: 'skipped', detail: 'bad attempt id' }
     }
     if (feed.loot.token === null) return { outcome: 'skipped', detail: 'no leaked token yet' }
-    return replay(config.victim, feed.loot.token, attempt)
+    // one at a time: whoever calls this route makes this server open a connection
+    if (replaying) {
+      reply.code(409)
+      return { outcome: 'skipped', detail: 'a replay is under way' }
+    }
+    replaying = true
+    try {
+      return await replay(config.victim, feed.loot.token, attempt)
+    } finally {
+      replaying = false
+    }
   })
 
   app.get('/events', (request, reply) => {

@@ -158,7 +158,7 @@ async function closedPort (): Promise<number> {
   return port
 }
 
-const VIEWPORT = { width: 640, height: 720 }
+const VIEWPORT = { width: 640, height: 760 }
 
 let browser: Browser | undefined
 
@@ -392,6 +392,8 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     const cookie = await s.sessionCookie()
 
     const before = s.received.length
+    // a background tab gets no animation frames, and Playwright's click waits for them
+    await tabA.bringToFront()
     await tabA.click('#logout')
     const ended = async (tab: Page): Promise<boolean> => await tab.waitForFunction(
       () => document.getElementById('status')?.textContent === 'logged out (session-ended)', undefined, { timeout: 5000 }
@@ -424,12 +426,15 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     const tabB = await s.openChat()
     const oldSession = sessionIdOf(await s.sessionCookie())
     const oldName = (s.connects[0] as Connect).name
+    await tabA.bringToFront()
     await tabA.click('#logout')
     const ended = await Promise.all([tabA, tabB].map(async (tab) => await tab.waitForFunction(
       () => document.getElementById('status')?.textContent === 'logged out (session-ended)', undefined, { timeout: 5000 }
     ).then(() => true, () => false)))
     t.same(ended, [true, true], 'both tabs logged out')
     if (!ended.every(Boolean)) return
+
+    await tabA.bringToFront()
 
     await tabA.click('#login')
     await tabA.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
@@ -443,6 +448,7 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     t.equal(await tabB.evaluate(() => window.demo.socket?.readyState), 3, 'tab B stays logged out until asked')
 
     // tab B joins the new session: the browser holds its cookie now
+    await tabB.bringToFront()
     await tabB.click('#login')
     await tabB.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
     t.equal(s.connects.length, 4)
@@ -695,6 +701,7 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     const results = await attacker.evaluate(() => window.attack.done)
     t.equal(results?.replaySpent?.code, 'WS_GUARD_NO_TOKEN_STORED')
 
+    await chat.bringToFront()
     await chat.fill('#text', 'Still here after the attack.')
     await chat.press('#text', 'Enter')
     await chat.locator('#messages li', { hasText: 'Still here after the attack.' }).waitFor()
@@ -715,7 +722,6 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     ], 'the chat page tells the socket\'s life')
 
     // One picture of both pages, side by side, made by Chromium from the two screenshots.
-    await chat.bringToFront()
     const shots = await Promise.all([chat, attacker].map(async (p) => (await p.screenshot()).toString('base64')))
     const composite = await s.context.newPage()
     await composite.setViewportSize({ width: VIEWPORT.width * 2 + 12, height: VIEWPORT.height })

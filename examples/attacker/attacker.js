@@ -132,7 +132,7 @@ const rows = [
   ['readToken', 'Cross-origin fetch of a token from /websocket-token'],
   ['leakedInQuery', 'Leaked token in the query: /chat?token=…'],
   ['leakedInProtocol', 'Leaked token as a subprotocol: websocket-guard.…'],
-  ['replaySpent', 'Replay of the leaked token once the victim has spent it, from the attacker\'s server (not a browser: it forges the chat\'s Origin, so only the token can stop it)'],
+  ['replaySpent', 'Replay of the spent token by the attacker\'s server, with a forged Origin (the chat\'s): only the token stops it'],
   ['unguarded', 'Control: plain WebSocket to /unguarded, a route without the guard']
 ]
 const LEAKED = new Set(['leakedInQuery', 'leakedInProtocol', 'replaySpent'])
