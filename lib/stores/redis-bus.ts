@@ -28,7 +28,13 @@ const MAX_REASON = 123
 
 /** The few commands the bus sends, on the user's client or on its own subscriber. */
 interface Commands {
+  /** `args[1]` is the key (or channel) a cluster client routes the command by */
   send (args: string[]): Promise<unknown>
+  /**
+   * whether a key and the channel may live on different nodes (a cluster): then one
+   * connection no longer orders the marker before the message, and the bus waits for one
+   */
+  cluster: boolean
   /** a new connection with the same options, subscribed to `channels` */
   subscriber (channels: string[], onMessage: (channel: string, message: string) => void): Promise<Subscriber>
 }
@@ -49,6 +55,13 @@ interface NodeRedisLike extends Emitter {
   connect (): Promise<unknown>
   subscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
   disconnect (): Promise<void>
+}
+
+/** A node-redis cluster (`createCluster`): it routes each command by the key it is given. */
+interface NodeRedisClusterLike {
+  sendCommand (firstKey: string | undefined, isReadonly: boolean, args: string[]): Promise<unknown>
+  subscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
+  unsubscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
 }
 
 interface IORedisLike extends Emitter {
@@ -84,6 +97,7 @@ function commandsOf (client: unknown): Commands {
   if (typeof c.call === 'function') {
     const io = client as IORedisLike
     return {
+      cluster: c.isCluster === true,
       send: (args) => io.call(args[0] as string, ...args.slice(1)),
       async subscriber (channels, onMessage) {
         const dup = io.duplicate()
@@ -96,8 +110,27 @@ function commandsOf (client: unknown): Commands {
       }
     }
   }
+  if (typeof c.getSlotMaster === 'function') {
+    const cluster = client as NodeRedisClusterLike
+    return {
+      cluster: true,
+      send: (args) => cluster.sendCommand(args[1], false, args),
+      async subscriber (channels, onMessage) {
+        // the cluster's own pub/sub connection (one node's, moved by the cluster when that
+        // node leaves), not a duplicate: a duplicated cluster would connect to every primary.
+        // It reports no gaps of that connection: the heartbeat finds them
+        const listener = (message: string, channel: string): void => onMessage(channel, message)
+        await cluster.subscribe(channels, listener)
+        return {
+          on () {},
+          close () { cluster.unsubscribe(channels, listener).catch(() => {}) }
+        }
+      }
+    }
+  }
   const nr = client as NodeRedisLike
   return {
+    cluster: false,
     send: (args) => nr.sendCommand(args),
     async subscriber (channels, onMessage) {
       const dup = nr.duplicate()
@@ -129,7 +162,8 @@ function parse (text: string): (CloseMessage & { from: string, at: number }) | n
 }
 
 /**
- * The close bus of a Redis client: node-redis (4 and later) or ioredis / iovalkey, standalone.
+ * The close bus of a Redis client: node-redis (4 and later) client or cluster, or ioredis /
+ * iovalkey in every topology.
  * `heartbeat` (ms) is for tests.
  */
 export function redisCloseBus (client: unknown, prefix: string, { heartbeat: every = HEARTBEAT } = {}): CloseBus {
@@ -226,7 +260,8 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
         async publish (message) {
           const text = JSON.stringify({ ...message, from: nonce, at: Date.now() })
           const ttl = String(MARKER_TTL)
-          // sent together, in this order, on one connection: the marker is there before anyone hears the close
+          // sent together, in this order, on one connection: the marker is there before anyone
+          // hears the close. A user's marker is one key, so its commands share a node.
           const sent = message.scope === 'session'
             ? [commands.send(['SET', groupKey(message.id), text, 'PX', ttl])]
             : [
@@ -234,6 +269,10 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
                 commands.send(['LTRIM', userKey(message.id), String(-USER_MARKERS), '-1']),
                 commands.send(['PEXPIRE', userKey(message.id), ttl])
               ]
+          // in a cluster the marker's node and the one publishing are two connections: one
+          // more round trip, so that an instance resyncing after the message finds the marker
+          if (commands.cluster) await Promise.all(sent.splice(0))
+          // plain PUBLISH, even in a cluster: see the README, "Several instances"
           sent.push(commands.send(['PUBLISH', closesChannel, text]))
           await Promise.all(sent)
         },
