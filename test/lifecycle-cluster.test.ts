@@ -1,5 +1,5 @@
 // The close bus on a real Redis Cluster of 3 primaries and 3 replicas, through each cluster
-// client: two app instances in this process, each with its own cluster client, sessions in the
+// client, and under Sentinel, through each client: two app instances in this process, each with its own cluster client, sessions in the
 // cookie (@fastify/secure-session, one key for both), so that only the cluster connects them.
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
@@ -9,7 +9,7 @@ import secureSession from '@fastify/secure-session'
 import websocket from '@fastify/websocket'
 import websocketGuard, { redisTokenStore } from '../lib/index'
 import { redisCloseBus } from '../lib/stores/redis-bus'
-import { APP_ORIGIN, CLIENT_KINDS, SECURE_SESSION_KEY, clusterClient, command, redisSkip, startCluster, type ClientKind, type RedisCluster } from './helpers/redis'
+import { APP_ORIGIN, CLIENT_KINDS, SECURE_SESSION_KEY, clusterClient, command, redisSkip, sentinelClient, startCluster, startSentinel, type ClientKind, type RedisCluster, type RedisSentinel } from './helpers/redis'
 import { call, Client, closedWithin, echoes, held, tryOpen, until, type Opened } from './helpers/lifecycle'
 
 const ENDED = { code: 4401, reason: 'session ended' }
@@ -19,15 +19,15 @@ interface Node {
   base: string
 }
 
-async function node (t: Test, cluster: RedisCluster, kind: ClientKind, { heartbeat }: { heartbeat?: number } = {}): Promise<Node> {
+async function node (t: Test, topology: { cluster: RedisCluster } | { sentinel: RedisSentinel }, kind: ClientKind, { heartbeat }: { heartbeat?: number } = {}): Promise<Node> {
   const app = Fastify()
   t.teardown(() => app.close())
   await app.register(cookie)
   await app.register(secureSession, { key: SECURE_SESSION_KEY, cookie: { path: '/', secure: false } })
   await app.register(websocket)
-  const { client } = await clusterClient(t, kind, cluster)
+  const { client } = 'cluster' in topology ? await clusterClient(t, kind, topology.cluster) : await sentinelClient(t, kind, topology.sentinel)
   const store = redisTokenStore({ client })
-  t.ok(store.bus, `${kind}: a cluster client carries closes`)
+  t.ok(store.bus, `${kind}: the client carries closes`)
   if (heartbeat !== undefined) store.bus = redisCloseBus(client, 'ws-guard:', { heartbeat })
   await app.register(websocketGuard, {
     origins: [APP_ORIGIN],
@@ -70,8 +70,8 @@ t.test('the close bus across a real Redis Cluster of 3 primaries and 3 replicas'
 
   for (const kind of CLIENT_KINDS) {
     t.test(`${kind}: a logout on one instance closes the session's sockets on the other; closeUser too`, async (t) => {
-      const a = await node(t, cluster, kind)
-      const b = await node(t, cluster, kind)
+      const a = await node(t, { cluster }, kind)
+      const b = await node(t, { cluster }, kind)
       const alice = new Client(a.base, APP_ORIGIN)
       await call(alice, '/login', 'POST', { user: 'alice' })
       const hers = [await openOn(alice, b), await openOn(alice, b), await openOn(alice, a)]
@@ -99,8 +99,8 @@ t.test('the close bus across a real Redis Cluster of 3 primaries and 3 replicas'
     })
 
     t.test(`${kind}: closes published just after every subscriber was cut off still arrive`, async (t) => {
-      const a = await node(t, cluster, kind, { heartbeat: 200 })
-      const b = await node(t, cluster, kind, { heartbeat: 200 })
+      const a = await node(t, { cluster }, kind, { heartbeat: 200 })
+      const b = await node(t, { cluster }, kind, { heartbeat: 200 })
       const alice = new Client(a.base, APP_ORIGIN)
       await call(alice, '/login', 'POST', { user: 'alice' })
       const hers = await openOn(alice, b)
@@ -119,6 +119,27 @@ t.test('the close bus across a real Redis Cluster of 3 primaries and 3 replicas'
       t.same(await closedWithin(his, 10_000), ENDED, 'closeUser reached B')
       t.equal(await echoes(daves), true, 'another session is left alone')
       daves.ws.close()
+    })
+  }
+})
+
+t.test('the close bus under Sentinel (1 primary, 1 replica, 3 sentinels)', { skip: redisSkip(t) }, async (t) => {
+  const sentinel = await startSentinel(t)
+  for (const kind of CLIENT_KINDS) {
+    t.test(`${kind}: a logout on one instance closes the session's sockets on the other`, async (t) => {
+      const a = await node(t, { sentinel }, kind)
+      const b = await node(t, { sentinel }, kind)
+      const alice = new Client(a.base, APP_ORIGIN)
+      await call(alice, '/login', 'POST', { user: 'alice' })
+      const hers = [await openOn(alice, b), await openOn(alice, a)]
+      const bob = new Client(b.base, APP_ORIGIN)
+      await call(bob, '/login', 'POST', { user: 'bob' })
+      const his = await openOn(bob, b)
+      await call(alice, '/logout')
+      for (const socket of hers) t.same(await closedWithin(socket, 5000), ENDED, 'her socket closed with 4401')
+      t.equal(await echoes(his), true, 'another session is left alone')
+      await call(new Client(a.base, APP_ORIGIN), '/close-user', 'POST', { id: 'bob' })
+      t.same(await closedWithin(his, 5000), ENDED, 'closeUser on A closed his socket on B')
     })
   }
 })

@@ -31,10 +31,11 @@ interface Commands {
   /** `args[1]` is the key (or channel) a cluster client routes the command by */
   send (args: string[]): Promise<unknown>
   /**
-   * whether a key and the channel may live on different nodes (a cluster): then one
-   * connection no longer orders the marker before the message, and the bus waits for one
+   * whether commands sent back to back run in that order: not when a key and the channel may
+   * live on different nodes (a cluster) or each command may get another connection (a
+   * sentinel's pool); then the bus waits for the marker before it publishes
    */
-  cluster: boolean
+  ordered: boolean
   /** a new connection with the same options, subscribed to `channels` */
   subscriber (channels: string[], onMessage: (channel: string, message: string) => void): Promise<Subscriber>
 }
@@ -57,9 +58,12 @@ interface NodeRedisLike extends Emitter {
   disconnect (): Promise<void>
 }
 
-/** A node-redis cluster (`createCluster`): it routes each command by the key it is given. */
-interface NodeRedisClusterLike {
-  sendCommand (firstKey: string | undefined, isReadonly: boolean, args: string[]): Promise<unknown>
+/**
+ * A node-redis cluster (`createCluster`: routed by the key given first) or sentinel
+ * (`createSentinel`: to the primary), whose pub/sub runs on a connection of its own.
+ */
+interface NodeRedisSharedLike<Routing extends unknown[]> {
+  sendCommand (...args: [...Routing, string[]]): Promise<unknown>
   subscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
   unsubscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
 }
@@ -92,12 +96,27 @@ function subscriberOf (connection: Emitter & { removeAllListeners (): unknown },
   }
 }
 
+/**
+ * A subscription on the pub/sub connection a node-redis cluster or sentinel keeps beside its
+ * others (moved by it to another node after a failover or a topology change), not on a
+ * duplicate: a duplicated cluster would connect to every primary, and a sentinel has no
+ * `duplicate()`. It reports no gaps of that connection: the heartbeat finds them.
+ */
+async function sharedSubscriber (client: NodeRedisSharedLike<any[]>, channels: string[], onMessage: (channel: string, message: string) => void): Promise<Subscriber> {
+  const listener = (message: string, channel: string): void => onMessage(channel, message)
+  await client.subscribe(channels, listener)
+  return {
+    on () {},
+    close () { client.unsubscribe(channels, listener).catch(() => {}) }
+  }
+}
+
 function commandsOf (client: unknown): Commands {
   const c = client as Record<string, unknown>
   if (typeof c.call === 'function') {
     const io = client as IORedisLike
     return {
-      cluster: c.isCluster === true,
+      ordered: c.isCluster !== true,
       send: (args) => io.call(args[0] as string, ...args.slice(1)),
       async subscriber (channels, onMessage) {
         const dup = io.duplicate()
@@ -111,26 +130,25 @@ function commandsOf (client: unknown): Commands {
     }
   }
   if (typeof c.getSlotMaster === 'function') {
-    const cluster = client as NodeRedisClusterLike
+    const cluster = client as NodeRedisSharedLike<[firstKey: string | undefined, isReadonly: boolean]>
     return {
-      cluster: true,
+      ordered: false,
       send: (args) => cluster.sendCommand(args[1], false, args),
-      async subscriber (channels, onMessage) {
-        // the cluster's own pub/sub connection (one node's, moved by the cluster when that
-        // node leaves), not a duplicate: a duplicated cluster would connect to every primary.
-        // It reports no gaps of that connection: the heartbeat finds them
-        const listener = (message: string, channel: string): void => onMessage(channel, message)
-        await cluster.subscribe(channels, listener)
-        return {
-          on () {},
-          close () { cluster.unsubscribe(channels, listener).catch(() => {}) }
-        }
-      }
+      subscriber: (channels, onMessage) => sharedSubscriber(cluster, channels, onMessage)
+    }
+  }
+  if (typeof c.getSentinelNode === 'function') {
+    const sentinel = client as NodeRedisSharedLike<[isReadonly: boolean]>
+    return {
+      // a sentinel leases a connection of its pool to each command
+      ordered: false,
+      send: (args) => sentinel.sendCommand(false, args),
+      subscriber: (channels, onMessage) => sharedSubscriber(sentinel, channels, onMessage)
     }
   }
   const nr = client as NodeRedisLike
   return {
-    cluster: false,
+    ordered: true,
     send: (args) => nr.sendCommand(args),
     async subscriber (channels, onMessage) {
       const dup = nr.duplicate()
@@ -162,8 +180,8 @@ function parse (text: string): (CloseMessage & { from: string, at: number }) | n
 }
 
 /**
- * The close bus of a Redis client: node-redis (4 and later) client or cluster, or ioredis /
- * iovalkey in every topology.
+ * The close bus of a Redis client: node-redis (4 and later) client, cluster or sentinel, or
+ * ioredis / iovalkey, in every topology.
  * `heartbeat` (ms) is for tests.
  */
 export function redisCloseBus (client: unknown, prefix: string, { heartbeat: every = HEARTBEAT } = {}): CloseBus {
@@ -269,9 +287,8 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
                 commands.send(['LTRIM', userKey(message.id), String(-USER_MARKERS), '-1']),
                 commands.send(['PEXPIRE', userKey(message.id), ttl])
               ]
-          // in a cluster the marker's node and the one publishing are two connections: one
-          // more round trip, so that an instance resyncing after the message finds the marker
-          if (commands.cluster) await Promise.all(sent.splice(0))
+          // otherwise one more round trip, so that an instance resyncing after the message finds the marker
+          if (!commands.ordered) await Promise.all(sent.splice(0))
           // plain PUBLISH, even in a cluster: see the README, "Several instances"
           sent.push(commands.send(['PUBLISH', closesChannel, text]))
           await Promise.all(sent)
