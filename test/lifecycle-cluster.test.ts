@@ -9,7 +9,7 @@ import secureSession from '@fastify/secure-session'
 import websocket from '@fastify/websocket'
 import websocketGuard, { redisTokenStore } from '../lib/index'
 import { redisCloseBus } from '../lib/stores/redis-bus'
-import { APP_ORIGIN, CLIENT_KINDS, SECURE_SESSION_KEY, clusterClient, command, redisSkip, sentinelClient, startCluster, startSentinel, type ClientKind, type RedisCluster, type RedisSentinel } from './helpers/redis'
+import { APP_ORIGIN, CLIENT_KINDS, SECURE_SESSION_KEY, clusterClient, command, monitor, redisClient, redisSkip, sentinelClient, startCluster, startRedis, startSentinel, type ClientKind, type RedisCluster, type RedisSentinel } from './helpers/redis'
 import { call, Client, closedWithin, echoes, held, tryOpen, until, type Opened } from './helpers/lifecycle'
 
 const ENDED = { code: 4401, reason: 'session ended' }
@@ -142,4 +142,26 @@ t.test('the close bus under Sentinel (1 primary, 1 replica, 3 sentinels)', { ski
       t.same(await closedWithin(his, 5000), ENDED, 'closeUser on A closed his socket on B')
     })
   }
+})
+
+t.test('a subscription closed while its resync is pending sends nothing once the resync fails', { skip: redisSkip(t) }, async (t) => {
+  const redis = await startRedis(t)
+  const { client } = await redisClient(t, 'ioredis', redis.url)
+  let failResync: ((err: Error) => void) | null = null
+  const errors: unknown[] = []
+  const subscription = await redisCloseBus(client, 'ws-guard:').subscribe({
+    message () {},
+    error (err) { errors.push(err) },
+    resync: async () => await new Promise<void>((_resolve, reject) => { failResync = reject })
+  })
+  // the subscriber's connection cut: it reconnects, pings itself, then resyncs
+  await command(redis.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub'])
+  t.ok(await until(() => failResync !== null), 'the resync started')
+  await subscription.close()
+  const seen = await monitor(t, redis.port)
+  ;(failResync as unknown as (err: Error) => void)(new Error('resync failed'))
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await seen.settle()
+  t.ok(errors.some((e) => e instanceof Error && e.message === 'resync failed'), 'the failure was reported')
+  t.same(seen.seen.filter((c) => /^publish$/i.test(c.args[0] as string)), [], 'no ping after close')
 })

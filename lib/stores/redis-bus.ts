@@ -214,13 +214,14 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
       }
 
       function ping (): void {
-        if (closed) return
         pingSentAt = Date.now()
         commands.send(['PUBLISH', pingChannel, String(++pingsSent)]).catch(gap)
       }
 
       /** Pings, with backoff, until the subscription answers and the resync succeeds. */
       function pingUntilAnswered (): void {
+        // a resync that failed after close() would otherwise keep this going
+        if (closed) return
         clearTimeout(retry)
         ping()
         retry = setTimeout(pingUntilAnswered, retryDelay)
