@@ -28,7 +28,14 @@ const MAX_REASON = 123
 
 /** The few commands the bus sends, on the user's client or on its own subscriber. */
 interface Commands {
+  /** `args[1]` is the key (or channel) a cluster client routes the command by */
   send (args: string[]): Promise<unknown>
+  /**
+   * whether commands sent back to back run in that order: not when a key and the channel may
+   * live on different nodes (a cluster) or each command may get another connection (a
+   * sentinel's pool); then the bus waits for the marker before it publishes
+   */
+  ordered: boolean
   /** a new connection with the same options, subscribed to `channels` */
   subscriber (channels: string[], onMessage: (channel: string, message: string) => void): Promise<Subscriber>
 }
@@ -49,6 +56,16 @@ interface NodeRedisLike extends Emitter {
   connect (): Promise<unknown>
   subscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
   disconnect (): Promise<void>
+}
+
+/**
+ * A node-redis cluster (`createCluster`: routed by the key given first) or sentinel
+ * (`createSentinel`: to the primary), whose pub/sub runs on a connection of its own.
+ */
+interface NodeRedisSharedLike<Routing extends unknown[]> {
+  sendCommand (...args: [...Routing, string[]]): Promise<unknown>
+  subscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
+  unsubscribe (channels: string[], listener: (message: string, channel: string) => void): Promise<unknown>
 }
 
 interface IORedisLike extends Emitter {
@@ -79,11 +96,27 @@ function subscriberOf (connection: Emitter & { removeAllListeners (): unknown },
   }
 }
 
+/**
+ * A subscription on the pub/sub connection a node-redis cluster or sentinel keeps beside its
+ * others (moved by it to another node after a failover or a topology change), not on a
+ * duplicate: a duplicated cluster would connect to every primary, and a sentinel has no
+ * `duplicate()`. It reports no gaps of that connection: the heartbeat finds them.
+ */
+async function sharedSubscriber (client: NodeRedisSharedLike<any[]>, channels: string[], onMessage: (channel: string, message: string) => void): Promise<Subscriber> {
+  const listener = (message: string, channel: string): void => onMessage(channel, message)
+  await client.subscribe(channels, listener)
+  return {
+    on () {},
+    close () { client.unsubscribe(channels, listener).catch(() => {}) }
+  }
+}
+
 function commandsOf (client: unknown): Commands {
   const c = client as Record<string, unknown>
   if (typeof c.call === 'function') {
     const io = client as IORedisLike
     return {
+      ordered: c.isCluster !== true,
       send: (args) => io.call(args[0] as string, ...args.slice(1)),
       async subscriber (channels, onMessage) {
         const dup = io.duplicate()
@@ -96,8 +129,26 @@ function commandsOf (client: unknown): Commands {
       }
     }
   }
+  if (typeof c.getSlotMaster === 'function') {
+    const cluster = client as NodeRedisSharedLike<[firstKey: string | undefined, isReadonly: boolean]>
+    return {
+      ordered: false,
+      send: (args) => cluster.sendCommand(args[1], false, args),
+      subscriber: (channels, onMessage) => sharedSubscriber(cluster, channels, onMessage)
+    }
+  }
+  if (typeof c.getSentinelNode === 'function') {
+    const sentinel = client as NodeRedisSharedLike<[isReadonly: boolean]>
+    return {
+      // a sentinel leases a connection of its pool to each command
+      ordered: false,
+      send: (args) => sentinel.sendCommand(false, args),
+      subscriber: (channels, onMessage) => sharedSubscriber(sentinel, channels, onMessage)
+    }
+  }
   const nr = client as NodeRedisLike
   return {
+    ordered: true,
     send: (args) => nr.sendCommand(args),
     async subscriber (channels, onMessage) {
       const dup = nr.duplicate()
@@ -129,7 +180,8 @@ function parse (text: string): (CloseMessage & { from: string, at: number }) | n
 }
 
 /**
- * The close bus of a Redis client: node-redis (4 and later) or ioredis / iovalkey, standalone.
+ * The close bus of a Redis client: node-redis (4 and later) client, cluster or sentinel, or
+ * ioredis / iovalkey, in every topology.
  * `heartbeat` (ms) is for tests.
  */
 export function redisCloseBus (client: unknown, prefix: string, { heartbeat: every = HEARTBEAT } = {}): CloseBus {
@@ -162,13 +214,14 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
       }
 
       function ping (): void {
-        if (closed) return
         pingSentAt = Date.now()
         commands.send(['PUBLISH', pingChannel, String(++pingsSent)]).catch(gap)
       }
 
       /** Pings, with backoff, until the subscription answers and the resync succeeds. */
       function pingUntilAnswered (): void {
+        // a resync that failed after close() would otherwise keep this going
+        if (closed) return
         clearTimeout(retry)
         ping()
         retry = setTimeout(pingUntilAnswered, retryDelay)
@@ -226,7 +279,8 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
         async publish (message) {
           const text = JSON.stringify({ ...message, from: nonce, at: Date.now() })
           const ttl = String(MARKER_TTL)
-          // sent together, in this order, on one connection: the marker is there before anyone hears the close
+          // sent together, in this order, on one connection: the marker is there before anyone
+          // hears the close. A user's marker is one key, so its commands share a node.
           const sent = message.scope === 'session'
             ? [commands.send(['SET', groupKey(message.id), text, 'PX', ttl])]
             : [
@@ -234,6 +288,9 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
                 commands.send(['LTRIM', userKey(message.id), String(-USER_MARKERS), '-1']),
                 commands.send(['PEXPIRE', userKey(message.id), ttl])
               ]
+          // otherwise one more round trip, so that an instance resyncing after the message finds the marker
+          if (!commands.ordered) await Promise.all(sent.splice(0))
+          // plain PUBLISH, even in a cluster: see the README, "Several instances"
           sent.push(commands.send(['PUBLISH', closesChannel, text]))
           await Promise.all(sent)
         },

@@ -366,12 +366,11 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
 
 /**
  * Whether the close bus can run on `client`: ioredis and iovalkey in every topology (their
- * `duplicate()` and `call()` work the same on a Cluster and under Sentinel), and a node-redis
- * client. A node-redis cluster routes `sendCommand` by key and a node-redis sentinel has no
- * `duplicate()`: with those, closes stay on the instance that made them.
+ * `duplicate()` and `call()` work the same on a Cluster and under Sentinel), and node-redis
+ * clients, clusters and sentinels (lib/stores/redis-bus.ts). Anything else that passed
+ * `wireOf` keeps its closes on the instance that made them.
  */
 function carriesCloses (client: unknown): boolean {
   const c = client as Record<string, unknown>
-  if (typeof c.call === 'function') return true
-  return typeof c.duplicate === 'function' && typeof c.getSlotMaster !== 'function'
+  return typeof c.call === 'function' || typeof c.duplicate === 'function' || typeof c.getSentinelNode === 'function'
 }
