@@ -304,6 +304,11 @@ t.test('tokens without a group (issued by the seed\'s function) are dropped at l
     await call(client, '/logout')
     t.same(await socket.closed, ENDED, 'the sockets close all the same')
     t.ok(lines.some((l) => /could not revoke the tokens/.test(l.msg)))
+    // closeSession says so, after closing the sockets
+    const other = new Client(base)
+    const theirs = await open(other)
+    t.equal((await call(other, '/close-session')).status, 503)
+    t.same(await theirs.closed, ENDED)
   })
 })
 

@@ -216,13 +216,16 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     const { close, except } = closeOptions('closeSession', options)
     const session = typeof request === 'object' && request !== null ? sessionOf(request, opts.sessionKey) : null
     if (session === null) return
-    await revoke(session, readSession(session, opts.sessionKey))
+    // revoked first: an upgrade that consumed one of them is registered already, and closes below
+    const failed = await revoke(session, readSession(session, opts.sessionKey)).then(() => null, (err: unknown) => ({ err }))
     const group = readSession(session, groupKey)
-    if (typeof group !== 'string' || group === except || registry === null) return
-    // the session goes on under a new group: its sockets from now on are not the closed ones
-    newGroup(session)
-    registry.closeGroup(group, close)
-    await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
+    if (typeof group === 'string' && group !== except && registry !== null) {
+      // the session goes on under a new group: its sockets from now on are not the closed ones
+      newGroup(session)
+      registry.closeGroup(group, close)
+      await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
+    }
+    if (failed !== null) throw failed.err
   }
 
   async function closeUser (id: string, options?: CloseOptions): Promise<void> {
