@@ -152,7 +152,6 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
       let retryDelay = FIRST_RETRY
       let resyncing = false
       let gaps = 0
-      let closed = false
 
       function gap (err?: unknown): void {
         gaps++
@@ -162,7 +161,6 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
       }
 
       function ping (): void {
-        if (closed) return
         pingSentAt = Date.now()
         commands.send(['PUBLISH', pingChannel, String(++pingsSent)]).catch(gap)
       }
@@ -257,7 +255,6 @@ export function redisCloseBus (client: unknown, prefix: string, { heartbeat: eve
           return found
         },
         async close () {
-          closed = true
           clearInterval(heartbeat)
           clearTimeout(retry)
           subscriber.close()
