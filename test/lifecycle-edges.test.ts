@@ -11,7 +11,7 @@ import websocket from '@fastify/websocket'
 import websocketGuard, { issueWebsocketToken, memoryTokenStore, type TokenStore } from '../lib/index'
 import { EndedGroups } from '../lib/sockets/index'
 import { Deadlines } from '../lib/sockets/deadlines'
-import { SocketEntry } from '../lib/sockets/registry'
+import { clock, SocketEntry } from '../lib/sockets/registry'
 import { buildApp, Client, SECRET, type AppOptions } from './helpers/app'
 import { call, closedWithin, echoes, held, open, tryOpen, until } from './helpers/lifecycle'
 
@@ -304,6 +304,11 @@ t.test('tokens without a group (issued by the seed\'s function) are dropped at l
     await call(client, '/logout')
     t.same(await socket.closed, ENDED, 'the sockets close all the same')
     t.ok(lines.some((l) => /could not revoke the tokens/.test(l.msg)))
+    // closeSession says so, after closing the sockets
+    const other = new Client(base)
+    const theirs = await open(other)
+    t.equal((await call(other, '/close-session')).status, 503)
+    t.same(await theirs.closed, ENDED)
   })
 })
 
@@ -345,7 +350,7 @@ t.test('Deadlines: earliest first, removal from anywhere, far deadlines reached 
   const fired: number[] = []
   const deadlines = new Deadlines((entry) => { fired.push(entry.openedAt); deadlines.remove(entry) })
   t.teardown(() => deadlines.stop())
-  const now = Date.now()
+  const now = clock()
   const entries = [50, 10, 40, 20, 30, 70, 60].map((offset) => {
     const entry = new SocketEntry(offset)
     deadlines.add(entry, now + offset)

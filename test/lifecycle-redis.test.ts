@@ -314,7 +314,7 @@ t.test('@fastify/secure-session across instances: delete() on A closes B\'s sock
   // a @fastify/secure-session session does not know its app: every app of this process that
   // ends sessions would end it. B and C leave that to A, as separate processes would.
   const a = await node(t, redis.url, { sessions: 'secure' })
-  const b = await node(t, redis.url, { sessions: 'secure', adapt: deaf, guard: { revalidateInterval: 100, closeOnSessionEnd: false } })
+  const b = await node(t, redis.url, { sessions: 'secure', adapt: deaf, guard: { revalidateInterval: 100, closeOnSessionEnd: false, storeTimeout: 250 } })
   const c = await node(t, redis.url, { sessions: 'secure', guard: { closeOnSessionEnd: false } })
   const alice = new Client(a.base, APP_ORIGIN)
   await call(alice, '/login', 'POST', { user: 'alice' })
@@ -326,5 +326,11 @@ t.test('@fastify/secure-session across instances: delete() on A closes B\'s sock
   t.same(await closedWithin(onC, 5000), ENDED, 'through the bus')
   t.same(await closedWithin(onB, 5000), ENDED, 'through revalidation')
   t.equal(await echoes(his), true)
+  // Redis stops answering: a check that waits is not repeated, one that fails is logged
+  redis.pause()
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  redis.resume()
+  t.ok(await until(() => b.lines.some((l) => /could not revalidate its sessions/.test(l.msg))))
+  t.equal(await echoes(his), true, 'a failed check closes nothing')
   his.ws.close()
 })

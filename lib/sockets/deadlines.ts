@@ -5,7 +5,7 @@
  * at once: nothing of it waits for its deadline.
  */
 import { MAX_TIMER_DELAY } from '../options'
-import type { SocketEntry } from './registry'
+import { clock, type TrackedEntry as SocketEntry } from './registry'
 
 export class Deadlines {
   private readonly heap: SocketEntry[] = []
@@ -19,6 +19,7 @@ export class Deadlines {
     return this.heap.length
   }
 
+  /** `deadline`: clock() ms */
   add (entry: SocketEntry, deadline: number): void {
     entry.deadline = deadline
     entry.heapIndex = this.heap.length
@@ -55,12 +56,12 @@ export class Deadlines {
     }
     this.armedFor = first.deadline
     // a deadline beyond what a timer can wait for is reached through several waits
-    this.timer = setTimeout(() => { this.fire() }, Math.min(Math.max(first.deadline - Date.now(), 0), MAX_TIMER_DELAY))
+    this.timer = setTimeout(() => { this.fire() }, Math.min(Math.max(first.deadline - clock(), 0), MAX_TIMER_DELAY))
     this.timer.unref()
   }
 
   private fire (): void {
-    const now = Date.now()
+    const now = clock()
     for (let first = this.heap[0]; first !== undefined && first.deadline <= now; first = this.heap[0]) {
       // expire() closes the entry, which removes it from the heap
       this.expire(first)

@@ -23,7 +23,7 @@ import { NoWebsocketTokenStored, WebsocketGuardOptionError, WebsocketGuardStoreU
 import type { ResolvedOptions } from '../options'
 import { readSession, sessionOf, writeSession, type SessionLike } from '../session'
 import type { CloseListener, CloseMessage, CloseSubscription } from '../stores/types'
-import { FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, type Close, type GuardedSocket } from './registry'
+import { clock, EPOCH, FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, TrackedEntry, type Close, type GuardedSocket } from './registry'
 import { GuardResult } from './result'
 import { addEnder, removeEnder, wrapFastifySession, wrapSecureSession, type Ended, type Ender } from './session-end'
 
@@ -153,6 +153,8 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   const transports = new WeakMap<object, SocketEntry>()
   // groups made at the upgrade, whose session must be saved for its end to find them
   const unsaved = new WeakSet<SocketEntry>()
+  // users, revalidation: every entry has the fields for them (deadlines: those that have one)
+  const tracksMore = opts.identify !== undefined || opts.revalidateInterval !== false
   let subscription: CloseSubscription | null = null
   let sessionStore: { get (id: string, callback: (err: unknown, session?: unknown) => void): void } | undefined
   let knownSessionClass: object | null = null
@@ -216,13 +218,16 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     const { close, except } = closeOptions('closeSession', options)
     const session = typeof request === 'object' && request !== null ? sessionOf(request, opts.sessionKey) : null
     if (session === null) return
-    await revoke(session, readSession(session, opts.sessionKey))
+    // revoked first: an upgrade that consumed one of them is registered already, and closes below
+    const failed = await revoke(session, readSession(session, opts.sessionKey)).then(() => null, (err: unknown) => ({ err }))
     const group = readSession(session, groupKey)
-    if (typeof group !== 'string' || group === except || registry === null) return
-    // the session goes on under a new group: its sockets from now on are not the closed ones
-    newGroup(session)
-    registry.closeGroup(group, close)
-    await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
+    if (typeof group === 'string' && group !== except && registry !== null) {
+      // the session goes on under a new group: its sockets from now on are not the closed ones
+      newGroup(session)
+      registry.closeGroup(group, close)
+      await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
+    }
+    if (failed !== null) throw failed.err
   }
 
   async function closeUser (id: string, options?: CloseOptions): Promise<void> {
@@ -307,10 +312,12 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   const wss = (fastify as unknown as { websocketServer: WebsocketServer }).websocketServer
   wss.on('connection', onConnection)
 
+  /** The socket's deadline in clock() ms, 0 for none. */
   function deadlineOf (session: SessionLike | null, openedAt: number): number {
     let deadline = opts.maxSocketLifetime === false ? Infinity : openedAt + opts.maxSocketLifetime
-    if (session !== null) deadline = Math.min(deadline, expiryOf(session))
-    return deadline === Infinity ? 0 : deadline
+    if (session !== null) deadline = Math.min(deadline, expiryOf(session) - EPOCH)
+    // a deadline already passed (0 would mean none) closes it at once
+    return deadline === Infinity ? 0 : Math.max(deadline, 1)
   }
 
   /** The session cookie's expiry, epoch ms, or Infinity for a cookie without one. */
@@ -358,7 +365,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     // checked from the last interval is not asked again
     const checkSessions = (): void => {
       for (const [group, head] of registry.groups) {
-        const id = head.sessionId
+        const id = (head as TrackedEntry).sessionId
         if (id === null || checking.has(group)) continue
         checking.add(group)
         sessionExists(id).then((exists) => {
@@ -406,9 +413,18 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       const transport = transportOf(request.raw)
       // its close has been emitted already: the upgrade cannot complete
       if (transport.destroyed === true) return null
-      const entry = new SocketEntry(Date.now())
-      entry.route = request.routeOptions.url as string
       const session = sessionOf(request, opts.sessionKey)
+      const openedAt = clock()
+      const deadline = deadlineOf(session, openedAt)
+      let entry: SocketEntry
+      if (deadline !== 0 || tracksMore) {
+        // the deadline is armed once the upgrade is admitted
+        entry = new TrackedEntry(openedAt)
+        ;(entry as TrackedEntry).deadline = deadline
+      } else {
+        entry = new SocketEntry(openedAt)
+      }
+      entry.route = request.routeOptions.url as string
       if (session !== null) learn(session, request)
       const kept = session === null ? undefined : readSession(session, groupKey)
       let group: string
@@ -429,7 +445,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       const session = sessionOf(request, opts.sessionKey)
       if (opts.identify !== undefined) {
         const user = await identifyUser(request)
-        if (user !== null) registry.setUser(entry, user)
+        if (user !== null) registry.setUser(entry as TrackedEntry, user)
       }
       const save = (session as { save?: () => Promise<void> } | null)?.save
       if (unsaved.has(entry) && typeof save === 'function') {
@@ -439,10 +455,9 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       if (entry.closing !== null || ended.has(entry.group as string)) {
         throw new NoWebsocketTokenStored('No websocket token: the session of this upgrade ended while it was checked')
       }
-      const deadline = deadlineOf(session, entry.openedAt)
-      if (deadline !== 0) registry.deadlines.add(entry, deadline)
+      if (entry instanceof TrackedEntry && entry.deadline !== 0) registry.deadlines.add(entry, entry.deadline)
       if (opts.revalidateInterval !== false && !secure) {
-        entry.sessionId = (session as { sessionId?: string } | null)?.sessionId ?? null
+        (entry as TrackedEntry).sessionId = (session as { sessionId?: string } | null)?.sessionId ?? null
         sessionStore ??= (request as unknown as { sessionStore: typeof sessionStore }).sessionStore
       }
       return new GuardResult(origin, token, entry)

@@ -20,6 +20,15 @@ export interface Close {
   kind: 'session-ended' | 'lifetime' | 'revalidation' | 'shutdown'
 }
 
+/**
+ * Times in entries are milliseconds since this module loaded: small integers, which V8 keeps
+ * inside the entry, where an epoch time would be a separate 16-byte number per socket.
+ */
+export const EPOCH = Date.now()
+export function clock (): number {
+  return Date.now() - EPOCH
+}
+
 export const SESSION_ENDED: Close = { code: 4401, reason: 'session ended', kind: 'session-ended' }
 export const LIFETIME_REACHED: Close = { code: 4408, reason: 'socket lifetime reached', kind: 'lifetime' }
 export const FOUND_GONE: Close = { code: 4401, reason: 'session ended', kind: 'revalidation' }
@@ -29,26 +38,20 @@ export const SHUTTING_DOWN: Close = { code: 1001, reason: '', kind: 'shutdown' }
 export class SocketEntry {
   /** `null` until the upgrade completes */
   socket: GuardedSocket | null = null
-  /** forgotten by the registry: closed, or its upgrade failed */
-  done = false
   /** set once the guard decided to close it: a socket that opens later is closed at once */
   closing: Close | null = null
-  /** every entry has one; a socket opened without a session has a group of its own */
+  /**
+   * Every entry has one (a socket opened without a session has a group of its own) until the
+   * registry forgets it: closed, or its upgrade failed.
+   */
   group: string | null = null
-  user: string | null = null
   prevInGroup: SocketEntry | null = null
   nextInGroup: SocketEntry | null = null
-  prevOfUser: SocketEntry | null = null
-  nextOfUser: SocketEntry | null = null
-  /** epoch ms; 0: none */
-  deadline = 0
-  heapIndex = -1
-  /** the session id, kept only for revalidation */
-  sessionId: string | null = null
   controller: AbortController | null = null
   /** the route's pattern, for the close published on the diagnostics channel */
   route = ''
 
+  /** `openedAt`: clock() ms */
   constructor (readonly openedAt: number) {}
 
   /** `request.websocketGuard.signal`: the controller is made only when someone asks. */
@@ -59,9 +62,24 @@ export class SocketEntry {
   }
 }
 
+/**
+ * An entry with a user, a deadline or a session to revalidate. Kept apart so that the default
+ * (sessions end, nothing else) pays for none of it.
+ */
+export class TrackedEntry extends SocketEntry {
+  user: string | null = null
+  prevOfUser: TrackedEntry | null = null
+  nextOfUser: TrackedEntry | null = null
+  /** clock() ms; 0: none */
+  deadline = 0
+  heapIndex = -1
+  /** the session id, kept only for revalidation */
+  sessionId: string | null = null
+}
+
 export class Registry {
   readonly groups = new Map<string, SocketEntry>()
-  readonly users = new Map<string, SocketEntry>()
+  readonly users = new Map<string, TrackedEntry>()
   readonly deadlines = new Deadlines((entry) => this.close(entry, LIFETIME_REACHED))
   size = 0
 
@@ -80,7 +98,7 @@ export class Registry {
     this.groups.set(entry.group as string, entry)
   }
 
-  setUser (entry: SocketEntry, user: string): void {
+  setUser (entry: TrackedEntry, user: string): void {
     const head = this.users.get(user)
     if (head === undefined) {
       entry.user = user
@@ -100,10 +118,11 @@ export class Registry {
 
   /** Forgets an entry (its socket closed, or its upgrade failed). Idempotent. */
   remove (entry: SocketEntry): void {
-    if (entry.done) return
-    entry.done = true
+    if (entry.group === null) return
     this.size--
-    unlink(this.groups, entry, entry.group as string, 'prevInGroup', 'nextInGroup')
+    unlink(this.groups, entry, entry.group, 'prevInGroup', 'nextInGroup')
+    entry.group = null
+    if (!(entry instanceof TrackedEntry)) return
     if (entry.user !== null) unlink(this.users, entry, entry.user, 'prevOfUser', 'nextOfUser')
     if (entry.heapIndex !== -1) this.deadlines.remove(entry)
   }
@@ -128,11 +147,11 @@ export class Registry {
     }
   }
 
-  /** Closes the user's sockets, but those of session group `except`, and those opened at or after `before`. */
+  /** Closes the user's sockets, but those of session group `except`, and those opened at or after `before` (epoch ms). */
   closeUser (user: string, close: Close, except: string | null, before = Infinity): void {
     for (let entry = this.users.get(user) ?? null; entry !== null;) {
-      const next: SocketEntry | null = entry.nextOfUser
-      if (entry.openedAt < before && (except === null || entry.group !== except)) this.close(entry, close)
+      const next: TrackedEntry | null = entry.nextOfUser
+      if (EPOCH + entry.openedAt < before && (except === null || entry.group !== except)) this.close(entry, close)
       entry = next
     }
   }
@@ -143,24 +162,25 @@ export class Registry {
   }
 }
 
-function unlink (heads: Map<string, SocketEntry>, entry: SocketEntry, key: string, prev: 'prevInGroup' | 'prevOfUser', next: 'nextInGroup' | 'nextOfUser'): void {
-  const before = entry[prev]
-  const after = entry[next]
+function unlink<E extends SocketEntry> (heads: Map<string, E>, entry: E, key: string, prev: 'prevInGroup' | 'prevOfUser', next: 'nextInGroup' | 'nextOfUser'): void {
+  const links = entry as unknown as Record<string, E | null>
+  const before = links[prev] as E | null
+  const after = links[next] as E | null
   if (before !== null) {
-    before[next] = after
+    (before as unknown as Record<string, E | null>)[next] = after
   } else if (after !== null) {
     heads.set(key, after)
   } else {
     heads.delete(key)
   }
-  if (after !== null) after[prev] = before
-  entry[prev] = null
-  entry[next] = null
+  if (after !== null) (after as unknown as Record<string, E | null>)[prev] = before
+  links[prev] = null
+  links[next] = null
 }
 
 function closeSocket (socket: GuardedSocket, close: Close, entry: SocketEntry): void {
   // shutdown closes are @fastify/websocket's own: the channel carries the guard's closes only
-  if (close.kind !== 'shutdown') publishClose(entry.route, close.code, close.kind, entry.openedAt)
+  if (close.kind !== 'shutdown') publishClose(entry.route, close.code, close.kind, EPOCH + entry.openedAt)
   // ws ignores a close on a socket that is already closing
   socket.close(close.code, close.reason)
 }
