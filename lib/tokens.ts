@@ -85,15 +85,16 @@ export function findToken (records: readonly StoredToken[], hash: string, path: 
 export function addToken (records: readonly StoredToken[], record: StoredToken, maxTokens: number, now: number): StoredToken[] {
   let live = 0
   for (const r of records) if (r.expiresAt > now) live++
-  // one array of exactly the kept length: no filtered copy, no concat, no slice
-  let skip = live + 1 - maxTokens
-  const kept: StoredToken[] = []
+  // one pass into an array of exactly the kept length: push() would give it room for 17
+  let skip = Math.max(0, live + 1 - maxTokens)
+  const kept = new Array<StoredToken>(live - skip + 1)
+  let n = 0
   for (const r of records) {
     if (r.expiresAt <= now) continue
     if (skip > 0) skip--
-    else kept.push(r)
+    else kept[n++] = r
   }
-  kept.push(record)
+  kept[n] = record
   return kept
 }
 
@@ -103,7 +104,11 @@ export function addToken (records: readonly StoredToken[], record: StoredToken, 
  * a record adds there costs on every request of that session.
  */
 export function encodeRecord (record: StoredToken): string {
-  return record.path === null ? `${record.hash}:${record.expiresAt}` : `${record.hash}:${record.expiresAt}:${record.path}`
+  const text = record.path === null ? `${record.hash}:${record.expiresAt}` : `${record.hash}:${record.expiresAt}:${record.path}`
+  // one flat string: a concatenation is kept as a tree of its parts, twice the memory. The
+  // round trip keeps every well-formed string as it is (and a lone surrogate, which no
+  // request path can hold, stays a path no request has).
+  return Buffer.from(text, 'utf8').toString('utf8')
 }
 
 /** The record a session string stands for, or `null` for anything malformed (fail closed). */

@@ -148,7 +148,8 @@ export function issueInSession (session: SessionLike, sessionKey: string, tokenT
     if (seed !== null) kept.push(encodeRecord(seed))
   }
   kept.push(encodeRecord(record))
-  writeSession(session, sessionKey, kept.length > maxTokens ? kept.slice(kept.length - maxTokens) : kept)
+  // a copy of exactly its length: push() gave the array room for 17
+  writeSession(session, sessionKey, kept.slice(Math.max(0, kept.length - maxTokens)))
   return issued
 }
 
@@ -211,9 +212,13 @@ export function consumeInSession (session: SessionLike, sessionKey: string, toke
     // consumed by a concurrent upgrade that loaded the same session: as if already removed
     assertConsumed(records.length > 1 ? 'mismatch' : 'none-stored')
   }
-  const remaining: string[] = []
-  for (let i = 0; i < records.length; i++) if (i !== index) remaining.push(encodeRecord(records[i] as StoredToken))
-  writeSession(session, sessionKey, remaining.length === 0 ? undefined : remaining)
+  if (records.length === 1) {
+    writeSession(session, sessionKey, undefined)
+    return true
+  }
+  const remaining = new Array<string>(records.length - 1)
+  for (let i = 0, n = 0; i < records.length; i++) if (i !== index) remaining[n++] = encodeRecord(records[i] as StoredToken)
+  writeSession(session, sessionKey, remaining)
   return true
 }
 
