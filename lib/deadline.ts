@@ -34,13 +34,17 @@ export async function withDeadline<T> (call: Promise<T> | T, timeout: number, wh
   }
 }
 
+/** A store call (or session save) with a deadline; any failure becomes a 503. */
+export async function storeCall<T> (call: Promise<T> | T, timeout: number): Promise<T> {
+  return await withDeadline(call, timeout, 'Websocket token store').catch(storeUnavailable)
+}
+
 /**
- * A store call (or session save) with a deadline; any failure becomes a 503. A call that
- * answered at once (not a promise) is its own answer: no promise, no race, no timer.
+ * `storeCall` where nothing must wait: a call that answered at once (not a promise) is its
+ * own answer, with no promise, race or timer.
  */
-export function storeCall<T> (call: Promise<T> | T, timeout: number): Promise<T> | T {
-  if (!isThenable(call)) return call
-  return withDeadline(call, timeout, 'Websocket token store').catch(storeUnavailable)
+export function storeAnswer<T> (call: Promise<T> | T, timeout: number): Promise<T> | T {
+  return isThenable(call) ? storeCall(call, timeout) : call
 }
 
 export function isThenable<T> (value: Promise<T> | T): value is Promise<T> {

@@ -11,21 +11,27 @@ import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSessio
 import type { ResolvedOptions, RouteGuard } from './options'
 import { upgradeOrigin } from './origin'
 import { sessionOf } from './session'
+import { GuardResult, type SocketTracker } from './sockets/index'
+import type { SocketEntry } from './sockets/registry'
 import { pathOf, presentedToken, type PresentedToken } from './tokens'
 import { isThenable } from './deadline'
 
 /** `request.websocketGuard` on a guarded route that passed. */
 export interface WebsocketGuardResult {
   /** the normalised allowed origin, or `null` when none was sent and that is allowed */
-  origin: string | null
+  readonly origin: string | null
   /** the consumed token, or `null` where the route checks no token */
-  token: string | null
+  readonly token: string | null
+  /** aborted, before the close frame is sent, when the guard closes the socket */
+  readonly signal: AbortSignal
 }
 
 /** What every hook of one plugin instance shares, built once at registration. */
 export interface GuardContext {
   opts: ResolvedOptions
   backend: TokenBackend
+  /** the registry of the socket's life; `null` when the guard follows no socket */
+  sockets: SocketTracker | null
   /** the request URL with tokens redacted, for `onReject` */
   redactUrl: (url: string) => string
   /** routes (or paths) whose unguarded upgrades were already logged */
@@ -49,10 +55,10 @@ export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationH
       // 1. origin: a refused origin never reaches the token, so it consumes nothing
       origin = upgradeOrigin(route.origins, route.allowMissingOrigin, request)
     } catch (err) {
-      return refused(ctx, request, err, done)
+      return refused(ctx, request, null, err, done)
     }
     if (isThenable(origin)) {
-      origin.then((allowed) => { checkToken(ctx, route, request, allowed, done) }, (err: unknown) => { refused(ctx, request, err, done) })
+      origin.then((allowed) => { checkToken(ctx, route, request, allowed, done) }, (err: unknown) => { refused(ctx, request, null, err, done) })
     } else {
       checkToken(ctx, route, request, origin, done)
     }
@@ -61,24 +67,30 @@ export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationH
 
 /** 2. token: exactly one presented, then consumed from the session's tokens; then the result. */
 function checkToken (ctx: GuardContext, route: RouteGuard, request: FastifyRequest, origin: string | null, done: HookHandlerDoneFunction): void {
-  if (!route.token) return accept(ctx, request, origin, null, done)
-  let presented: PresentedToken
-  let consumed: Promise<void> | void
+  let entry: SocketEntry | null = null
+  let presented: PresentedToken | null = null
+  let consumed: Promise<void> | void = undefined
   try {
-    presented = presentedOf(ctx, request)
-    consumed = consumePresented(ctx, request, presented.token)
+    // the socket's life: registered before the token is consumed, so that no close of its
+    // session can pass in between (lib/sockets/)
+    if (ctx.sockets !== null) entry = ctx.sockets.reserve(request)
+    if (route.token) {
+      presented = presentedOf(ctx, request)
+      consumed = consumePresented(ctx, request, presented.token)
+    }
   } catch (err) {
-    return refused(ctx, request, cookieless(err, request), done)
+    return refused(ctx, request, entry, cookieless(err, request), done)
   }
   if (isThenable(consumed)) {
-    consumed.then(() => { accepted(ctx, request, origin, presented, done) }, (err: unknown) => { refused(ctx, request, cookieless(err, request), done) })
+    consumed.then(() => { admitted(ctx, request, origin, presented, entry, done) }, (err: unknown) => { refused(ctx, request, entry, cookieless(err, request), done) })
   } else {
-    accepted(ctx, request, origin, presented, done)
+    admitted(ctx, request, origin, presented, entry, done)
   }
 }
 
-function accepted (ctx: GuardContext, request: FastifyRequest, origin: string | null, presented: PresentedToken, done: HookHandlerDoneFunction): void {
-  if (presented.viaProtocol) {
+/** 3. the result on the request, once the socket's life (if followed) has admitted it. */
+function admitted (ctx: GuardContext, request: FastifyRequest, origin: string | null, presented: PresentedToken | null, entry: SocketEntry | null, done: HookHandlerDoneFunction): void {
+  if (presented?.viaProtocol === true) {
     // ws then selects one of the client's other protocols, never the token entry
     // (never empty: a token entry offered alone was refused)
     const protocols = presented.protocols as string
@@ -86,16 +98,22 @@ function accepted (ctx: GuardContext, request: FastifyRequest, origin: string | 
     headers['sec-websocket-protocol'] = protocols
     if (request.headers !== headers) request.headers = { ...request.headers, 'sec-websocket-protocol': protocols }
   }
-  accept(ctx, request, origin, presented.token, done)
+  const token = presented === null ? null : presented.token
+  if (entry === null) return accept(ctx, request, new GuardResult(origin, token, null), token, done)
+  ;(ctx.sockets as SocketTracker).admit(request, entry, origin, token).then(
+    (result) => { accept(ctx, request, result, token, done) },
+    (err: unknown) => { refused(ctx, request, entry, err, done) }
+  )
 }
 
-function accept (ctx: GuardContext, request: FastifyRequest, origin: string | null, token: string | null, done: HookHandlerDoneFunction): void {
-  request.websocketGuard = { origin, token }
+function accept (ctx: GuardContext, request: FastifyRequest, result: GuardResult, token: string | null, done: HookHandlerDoneFunction): void {
+  request.websocketGuard = result
   publishAccept(request, token, ctx.opts.queryParam)
   done()
 }
 
-function refused (ctx: GuardContext, request: FastifyRequest, err: unknown, done: HookHandlerDoneFunction): void {
+function refused (ctx: GuardContext, request: FastifyRequest, entry: SocketEntry | null, err: unknown, done: HookHandlerDoneFunction): void {
+  if (entry !== null) ctx.sockets?.release(entry)
   if (isRefusal(err)) ctx.refuse(request, err)
   done(err as Error)
 }

@@ -16,11 +16,12 @@ import { refuser, type GuardContext } from './guard'
 import { resolveOptions, type FastifyWebsocketGuardOptions } from './options'
 import { createUrlRedactor, redactTokenLogs } from './redact'
 import { onRoute, refuseUnvouchedUpgrades, vouchForRoute } from './routes'
+import { socketLife, type SocketClosers } from './sockets/index'
 import { issueTokenFor, tokenRouteHandler } from './token-route'
 import type { IssuedToken } from './tokens'
 
-/** `fastify.websocketGuard`. */
-export interface WebsocketGuardDecorator {
+/** `fastify.websocketGuard`: issueToken, and closeSession / closeUser from the socket's life. */
+export interface WebsocketGuardDecorator extends SocketClosers {
   /** issues a token into `request`'s session, as the token route does; `path` binds it */
   issueToken (request: FastifyRequest, options?: { path?: string | null }): Promise<IssuedToken>
 }
@@ -33,9 +34,14 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
     }
   }
   const redactUrl = createUrlRedactor(opts.queryParam)
+  const decorator = {} as WebsocketGuardDecorator
+  // the socket's life (lib/sockets/): the registry, session ends, the close bus; it adds
+  // closeSession and closeUser to the decorator
+  const life = await socketLife(fastify, opts, pickBackend(opts), decorator)
   const ctx: GuardContext = {
     opts,
-    backend: pickBackend(opts),
+    backend: life.backend,
+    sockets: life.tracker,
     redactUrl,
     unguardedRoutes: new Set(),
     warnedInsecureCookie: false,
@@ -43,7 +49,7 @@ async function fastifyWebsocketGuard (fastify: FastifyInstance, options: Fastify
   }
 
   fastify.decorateRequest('websocketGuard', null)
-  const decorator: WebsocketGuardDecorator = { issueToken: issueTokenFor(ctx) }
+  decorator.issueToken = issueTokenFor(ctx)
   fastify.decorate('websocketGuard', decorator)
   if (opts.redactLogs) redactTokenLogs(fastify, opts.queryParam, opts.protocolPrefix)
   fastify.addHook('onClose', async () => { await ctx.backend.close() })
@@ -67,6 +73,7 @@ export default plugin
 export { plugin as fastifyWebsocketGuard }
 export type { FastifyWebsocketGuardOptions, GuardRouteOptions, SessionPluginName, RejectDetails } from './options'
 export type { WebsocketGuardResult } from './guard'
+export type { CloseOptions, SocketClosers } from './sockets/index'
 export {
   WebsocketSecurityError,
   WebsocketOriginNotAllowed,
@@ -86,4 +93,4 @@ export { consumeWebsocketToken, issueWebsocketToken, type IssueOptions } from '.
 export type { SessionLike } from './session'
 export { memoryTokenStore, type MemoryTokenStore, type MemoryTokenStoreOptions } from './stores/memory'
 export { redisTokenStore, type RedisTokenStore, type RedisTokenStoreOptions, type RedisDurability, type RedisClientLike } from './stores/redis'
-export type { TokenStore, StoredToken, ConsumeOutcome } from './stores/types'
+export type { TokenStore, StoredToken, ConsumeOutcome, CloseBus, CloseListener, CloseMessage, CloseSubscription, MissedClose } from './stores/types'

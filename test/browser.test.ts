@@ -15,7 +15,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket as ServerSocket } from 'ws'
 import { chromiumAvailable, launchChromium } from './helpers/browser'
-import { builtPackage } from './helpers/util'
+import { builtPackage, sleep } from './helpers/util'
 
 interface Demo {
   chat: FastifyInstance
@@ -32,9 +32,12 @@ interface Connect {
   socket: ServerSocket
 }
 interface DemoOptions {
+  port?: number
+  attackerPort?: number
   guard?: Record<string, unknown>
-  onReject?: (error: Error & { code: string }, request: FastifyRequest) => void
+  onReject?: (error: Error & { code: string }, request: FastifyRequest, details: { url: string }) => void
   onConnect?: (connect: Connect) => void
+  onRequest?: (request: FastifyRequest) => void
 }
 // examples/app.js is plain CommonJS, as users run it
 const { startDemo } = require('../examples/app.js') as { startDemo: (options: DemoOptions) => Promise<Demo> }
@@ -43,9 +46,17 @@ interface Rejection {
   code: string
   route: string | undefined
   url: string
+  /** onReject's `details.url`, which the demo reports from */
+  redactedUrl: string
   origin: string | undefined
   cookie: string | undefined
   sessionId: string | undefined
+}
+
+/** A request the chat received, as its `onRequest` hook saw it. */
+interface Received {
+  route: string | undefined
+  upgrade: boolean
 }
 
 interface Setup {
@@ -53,6 +64,10 @@ interface Setup {
   context: BrowserContext
   rejections: Rejection[]
   connects: Connect[]
+  /** every request the chat received, in order */
+  received: Received[]
+  /** every token the browser was handed by the token route */
+  issued: string[]
   /** every console message of every page, to check that none shows a token */
   consoleLines: string[]
   /** `name=value` of the chat's session cookie, once a page of the chat has set it */
@@ -61,8 +76,10 @@ interface Setup {
   openChat (): Promise<Page>
   /** the attacker's page; `manual`: attempts run only when the test calls them */
   openAttacker (manual?: boolean): Promise<Page>
-  /** a blank document on the chat's origin (no socket of its own), to call the client from */
+  /** a blank document on the chat's origin (no socket of its own), logged in, to call the client from */
   openChatOrigin (): Promise<Page>
+  /** everything the attacker's event stream sent so far, read from Node (not from a page) */
+  streamText (): string
 }
 
 // The functions given to page.evaluate run in Chromium. The project compiles without the DOM
@@ -75,14 +92,26 @@ interface PageSocket {
   close (): void
   addEventListener (type: 'message', listener: (event: { data: string }) => void): void
 }
-interface AttemptResult { outcome: 'refused' | 'opened' | 'skipped', detail: string }
+interface AttemptResult {
+  outcome: 'refused' | 'opened' | 'skipped'
+  detail: string
+  /** from the server's report of a refusal: `null` when none came */
+  code?: string | null
+  statusCode?: number
+  origin?: string | null
+}
+interface PageGuardedWebSocket {
+  readonly readyState: number
+}
 interface PageWindow {
   /** examples/public/chat.js */
   demo: {
     connect (transport?: 'protocol' | 'query'): Promise<PageSocket>
+    login (): Promise<string>
+    logout (): Promise<void>
     leakToken (): Promise<string>
     useLeakedToken (): Promise<boolean>
-    socket: PageSocket | null
+    socket: PageGuardedWebSocket | null
   }
   /** examples/attacker/attacker.js */
   attack: {
@@ -90,12 +119,19 @@ interface PageWindow {
     readToken (): Promise<AttemptResult>
     leakedInQuery (token: string): Promise<AttemptResult>
     leakedInProtocol (token: string): Promise<AttemptResult>
+    replaySpent (): Promise<AttemptResult>
     unguarded (): Promise<AttemptResult>
     leakedToken (): Promise<string | null>
-    done: Promise<Record<string, AttemptResult>>
+    ready: Promise<void>
+    done: Promise<Record<string, AttemptResult> | null>
+    runs: number
+    loot: { leaked: boolean, used: boolean, version: number }
   }
   /** dist/client.js, put there by loadClient() */
-  client?: { openGuardedWebSocket (url: unknown, options?: unknown): Promise<PageSocket> }
+  client?: {
+    openGuardedWebSocket (url: unknown, options?: unknown): Promise<PageSocket>
+    GuardedWebSocket: new (url: unknown, options?: unknown) => PageGuardedWebSocket & { addEventListener (type: 'ended', listener: (event: { reason: string }) => void): void }
+  }
   fetch: typeof fetch
   WebSocket: any
 }
@@ -103,6 +139,7 @@ declare const window: PageWindow
 declare const document: {
   getElementById (id: string): { textContent: string | null } | null
   images: ArrayLike<{ complete: boolean, naturalWidth: number }>
+  documentElement: { outerHTML: string }
 }
 declare const location: { href: string }
 
@@ -121,34 +158,65 @@ async function closedPort (): Promise<number> {
   return port
 }
 
-const VIEWPORT = { width: 640, height: 720 }
+const VIEWPORT = { width: 640, height: 760 }
 
 let browser: Browser | undefined
 
-async function setup (t: Test, guard: Record<string, unknown> = {}): Promise<Setup> {
+interface SetupOptions {
+  /** plugin options beyond the demo's */
+  guard?: Record<string, unknown>
+  /** fixed ports, for the screenshot only (the ports the README names); tests use free ones */
+  ports?: { port: number, attackerPort: number }
+}
+
+async function setup (t: Test, { guard = {}, ports }: SetupOptions = {}): Promise<Setup> {
   const rejections: Rejection[] = []
   const connects: Connect[] = []
+  const received: Received[] = []
+  const issued: string[] = []
   const consoleLines: string[] = []
   const demo = await startDemo({
+    ...ports,
     guard,
-    onReject (error, request) {
+    onReject (error, request, details) {
       const session = (request as unknown as { session?: { sessionId?: string } }).session
       rejections.push({
         code: error.code,
         route: request.routeOptions.url,
         url: request.url,
+        redactedUrl: details.url,
         origin: request.headers.origin,
         cookie: request.headers.cookie,
         sessionId: session?.sessionId
       })
     },
-    onConnect (connect) { connects.push(connect) }
+    onConnect (connect) { connects.push(connect) },
+    onRequest (request) {
+      received.push({ route: request.routeOptions.url, upgrade: request.headers.upgrade?.toLowerCase() === 'websocket' })
+    }
   })
+  // the attacker's event stream, as any client of it gets it
+  const streamAbort = new AbortController()
+  let stream = ''
+  const streamDone = fetch(demo.attackerUrl + '/events', { signal: streamAbort.signal }).then(async (res) => {
+    const decoder = new TextDecoder()
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) stream += decoder.decode(chunk, { stream: true })
+  }).catch(() => {})
   const context = await (browser as Browser).newContext({ viewport: VIEWPORT })
+  const reading: Array<Promise<void>> = []
+  context.on('response', (response) => {
+    if (new URL(response.url()).pathname !== '/websocket-token') return
+    reading.push(response.json().then((body: { token?: unknown }) => {
+      if (typeof body.token === 'string') issued.push(body.token)
+    }, () => {}))
+  })
   // the pages first: the chat page reconnects whenever its server goes away
   t.teardown(async () => {
     await context.close()
+    await Promise.all(reading)
+    streamAbort.abort()
     await demo.close()
+    await streamDone
   })
 
   async function page (url: string): Promise<Page> {
@@ -164,6 +232,8 @@ async function setup (t: Test, guard: Record<string, unknown> = {}): Promise<Set
     context,
     rejections,
     connects,
+    received,
+    issued,
     consoleLines,
     async sessionCookie () {
       const cookies = await context.cookies(demo.chatUrl)
@@ -180,13 +250,17 @@ async function setup (t: Test, guard: Record<string, unknown> = {}): Promise<Set
       const p = await page(demo.attackerUrl + (manual ? '/?manual' : '/'))
       // the page's module awaits its config first: 'load' may come before it has run
       await p.waitForFunction(() => window.attack !== undefined)
+      // and its event stream must be open before an attempt, or the report would be missed
+      await p.evaluate(() => window.attack.ready)
       return p
     },
     async openChatOrigin () {
       const p = await page(demo.chatUrl + '/demo.json')
+      await p.evaluate(async () => { await window.fetch('/login', { method: 'POST' }) })
       await loadClient(p)
       return p
-    }
+    },
+    streamText: () => stream
   }
 }
 
@@ -302,13 +376,130 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     const first = s.connects[0] as Connect
     first.socket.close(1012, 'restart')
     await chat.waitForFunction(() => document.getElementById('status')?.textContent !== 'connected')
+    t.equal(await chat.locator('#last-close').textContent(), 'last close: 1012 restart', 'the page shows the close')
     await chat.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
     t.equal(s.connects.length, 2, 'connected again')
     t.not((s.connects[1] as Connect).websocketGuard.token, first.websocketGuard.token, 'with a new token')
     t.same(s.rejections, [])
   })
 
-  t.test('the attacker\'s plain socket, with the victim\'s cookie, is refused by the server', async (t) => {
+  t.test('logging out in one tab closes both tabs\' sockets with 4401; neither asks for a token or upgrades again', async (t) => {
+    const s = await setup(t)
+    const tabA = await s.openChat()
+    const tabB = await s.openChat()
+    t.equal(s.connects.length, 2, 'one socket per tab')
+    t.equal((s.connects[0] as Connect).name, (s.connects[1] as Connect).name, 'one session, two tabs')
+    const cookie = await s.sessionCookie()
+
+    const before = s.received.length
+    // a background tab gets no animation frames, and Playwright's click waits for them
+    await tabA.bringToFront()
+    await tabA.click('#logout')
+    const ended = async (tab: Page): Promise<boolean> => await tab.waitForFunction(
+      () => document.getElementById('status')?.textContent === 'logged out (session-ended)', undefined, { timeout: 5000 }
+    ).then(() => true, () => false)
+    const [endedA, endedB] = await Promise.all([ended(tabA), ended(tabB)])
+    t.ok(endedA, 'tab A (the one that logged out) ended with session-ended')
+    t.ok(endedB, 'tab B ended with session-ended')
+    for (const [name, tab] of [['A', tabA], ['B', tabB]] as const) {
+      t.equal(await tab.locator('#last-close').textContent(), 'last close: 4401 session ended', `tab ${name} shows the close code and reason`)
+      t.equal(await tab.locator('#messages li.life').last().textContent(), 'ended: session-ended, not reconnecting', `tab ${name} says it stops`)
+      t.equal(await tab.evaluate(() => window.demo.socket?.readyState), 3, `tab ${name}'s GuardedWebSocket is closed`)
+      t.ok(await tab.locator('#login').isVisible(), `tab ${name} offers to log in again`)
+    }
+    t.ok(s.connects.every((c) => c.socket.readyState === c.socket.CLOSED), 'the server closed both sockets')
+
+    // longer than GuardedWebSocket's first backoff wait (minDelay, 500 ms): a reconnection would show here
+    await sleep(1500)
+    const after = s.received.slice(before)
+    t.same(after.map((r) => r.route), ['/logout'], 'after the logout, the chat received no token request and no upgrade')
+    t.equal(after.filter((r) => r.upgrade).length, 0)
+    t.equal(s.connects.length, 2, 'no socket opened')
+    t.same(s.rejections, [], 'nothing refused either: nothing was tried')
+    const cookies = await s.context.cookies(s.demo.chatUrl)
+    t.notOk(cookies.some((c) => c.name === 'sessionId'), `the session cookie is gone (it was ${cookie.length} characters)`)
+  })
+
+  t.test('"Log in again" starts a fresh session and reconnects', async (t) => {
+    const s = await setup(t)
+    const tabA = await s.openChat()
+    const tabB = await s.openChat()
+    const oldSession = sessionIdOf(await s.sessionCookie())
+    const oldName = (s.connects[0] as Connect).name
+    await tabA.bringToFront()
+    await tabA.click('#logout')
+    const ended = await Promise.all([tabA, tabB].map(async (tab) => await tab.waitForFunction(
+      () => document.getElementById('status')?.textContent === 'logged out (session-ended)', undefined, { timeout: 5000 }
+    ).then(() => true, () => false)))
+    t.same(ended, [true, true], 'both tabs logged out')
+    if (!ended.every(Boolean)) return
+
+    await tabA.bringToFront()
+
+    await tabA.click('#login')
+    await tabA.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
+    const newSession = sessionIdOf(await s.sessionCookie())
+    t.not(newSession, oldSession, 'a new session id')
+    t.equal(s.connects.length, 3, 'tab A opened a socket again')
+    const again = s.connects[2] as Connect
+    t.not(again.name, oldName, 'as a new guest')
+    t.not(again.websocketGuard.token, (s.connects[0] as Connect).websocketGuard.token, 'with a fresh token')
+    t.equal(await tabA.evaluate(() => window.demo.socket?.readyState), 1)
+    t.equal(await tabB.evaluate(() => window.demo.socket?.readyState), 3, 'tab B stays logged out until asked')
+
+    // tab B joins the new session: the browser holds its cookie now
+    await tabB.bringToFront()
+    await tabB.click('#login')
+    await tabB.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
+    t.equal(s.connects.length, 4)
+    t.equal((s.connects[3] as Connect).name, again.name, 'tab B is in the same new session')
+    t.equal(sessionIdOf(await s.sessionCookie()), newSession, 'logging in while logged in keeps the session')
+    t.ok((s.connects[2] as Connect).socket.readyState === 1, 'and leaves tab A connected')
+    t.same(s.rejections, [])
+  })
+
+  t.test('logged out, the token route answers 401 and the page\'s client stops ("unauthorized")', async (t) => {
+    const s = await setup(t)
+    const page = await s.openChatOrigin()
+    const outcome = await page.evaluate(async () => {
+      await window.fetch('/logout', { method: 'POST' })
+      const res = await window.fetch('/websocket-token?path=/chat')
+      const body = await res.json() as Record<string, unknown>
+      const socket = new window.client!.GuardedWebSocket('/chat')
+      const reason = await new Promise<string>((resolve) => socket.addEventListener('ended', (event: { reason: string }) => resolve(event.reason)))
+      return { status: res.status, body, reason }
+    })
+    t.equal(outcome.status, 401)
+    t.equal(outcome.body.code, 'DEMO_LOGGED_OUT')
+    t.notOk('token' in outcome.body)
+    t.equal(outcome.reason, 'unauthorized')
+    t.same(s.received.filter((r) => r.route === '/websocket-token').length, 2, 'one token request each, no retry')
+    t.same(s.connects, [])
+  })
+
+  t.test('logging in or out from another origin is refused', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
+    const attacker = await s.openAttacker(true)
+    const statuses = await attacker.evaluate(async (chatUrl) => {
+      const out = []
+      for (const path of ['/logout', '/login']) {
+        // a no-cors POST, as a cross-site form would send: the page cannot read the answer
+        await fetch(chatUrl + path, { method: 'POST', mode: 'no-cors', credentials: 'include' })
+        out.push(path)
+      }
+      return out
+    }, s.demo.chatUrl)
+    t.same(statuses, ['/logout', '/login'])
+    await sleep(200)
+    t.equal(await chat.evaluate(() => window.demo.socket?.readyState), 1, 'the chat is still connected: no logout')
+    t.equal(s.connects.length, 1)
+    const res = await fetch(s.demo.chatUrl + '/logout', { method: 'POST', headers: { origin: s.demo.attackerUrl, cookie: await s.sessionCookie() } })
+    t.equal(res.status, 403)
+    t.equal(((await res.json()) as { code?: string }).code, 'DEMO_CROSS_ORIGIN')
+  })
+
+  t.test('the attacker\'s plain socket, with the victim\'s cookie, is refused by the server, and its page shows the code', async (t) => {
     const s = await setup(t)
     const chat = await s.openChat()
     const cookie = await s.sessionCookie()
@@ -323,6 +514,8 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     t.equal(rejection.origin, s.demo.attackerUrl, 'the browser set the attacker\'s Origin')
     t.ok(rejection.cookie?.includes(cookie), 'the browser sent the victim\'s session cookie with it')
     t.equal(rejection.sessionId, sessionIdOf(cookie), 'so the server saw the victim\'s session')
+    t.match(plain, { code: 'WS_GUARD_ORIGIN_NOT_ALLOWED', statusCode: 403, origin: s.demo.attackerUrl }, 'the page got the server\'s code over its event stream')
+    t.match(plain.detail, /code 1006/, 'while the page itself saw only a 1006')
 
     // the control: without the guard, the very same socket opens as the victim
     const control = await attacker.evaluate(() => window.attack.unguarded())
@@ -341,7 +534,8 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
 
     const read = await attacker.evaluate(() => window.attack.readToken())
     t.equal(read.outcome, 'refused')
-    t.match(read.detail, /^TypeError/, 'the fetch failed in the page')
+    t.match(read.detail, /^the page saw: TypeError/, 'the fetch failed in the page')
+    t.equal(read.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED', 'the page got the server\'s code')
     t.equal(s.rejections.length, 1, 'the server refused to issue a token, not only CORS')
     const rejection = s.rejections[0] as Rejection
     t.equal(rejection.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
@@ -370,16 +564,17 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     t.equal(await attacker.evaluate(() => window.attack.leakedToken()), token, 'the attacker has the token')
 
     const inQuery = await attacker.evaluate((token) => window.attack.leakedInQuery(token), token)
-    t.equal(inQuery.outcome, 'refused')
+    t.match(inQuery, { outcome: 'refused', code: 'WS_GUARD_ORIGIN_NOT_ALLOWED' })
     const inProtocol = await attacker.evaluate((token) => window.attack.leakedInProtocol(token), token)
-    t.equal(inProtocol.outcome, 'refused')
+    t.match(inProtocol, { outcome: 'refused', code: 'WS_GUARD_ORIGIN_NOT_ALLOWED' })
 
     t.equal(s.rejections.length, 2, 'the server refused both')
     const [query, protocol] = s.rejections as [Rejection, Rejection]
     t.equal(query.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
-    t.equal(query.url, '/chat?token=' + token, 'the query attempt carried the token')
+    t.match(query.url, new RegExp(`^/chat\\?token=${token}&attempt=[\\w-]+$`), 'the query attempt carried the token')
+    t.notOk(query.redactedUrl.includes(token), 'onReject\'s details.url, which the demo reports from, does not')
     t.equal(protocol.code, 'WS_GUARD_ORIGIN_NOT_ALLOWED')
-    t.equal(protocol.url, '/chat')
+    t.match(protocol.url, /^\/chat\?attempt=[\w-]+$/)
     for (const r of s.rejections) {
       t.equal(r.origin, s.demo.attackerUrl)
       t.ok(r.cookie?.includes(cookie), 'with the victim\'s cookie')
@@ -396,27 +591,80 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     t.equal(await chat.evaluate(() => window.demo.socket?.readyState), 1, 'the chat is still connected')
   })
 
-  t.test('the demo: the attacker page shows every attempt refused, the chat stays connected', async (t) => {
+  t.test('the replay of a spent token, from the attacker\'s server with the chat\'s own Origin, is stopped by the token alone', async (t) => {
     const s = await setup(t)
     const chat = await s.openChat()
-    await chat.evaluate(() => window.demo.leakToken())
+    const attacker = await s.openAttacker(true)
+    t.match(await attacker.evaluate(() => window.attack.replaySpent()), { outcome: 'skipped', detail: 'no leaked token yet' })
+
+    const token = await chat.evaluate(() => window.demo.leakToken())
+    await attacker.waitForFunction(() => window.attack.loot.leaked)
+    t.same(await attacker.evaluate(() => window.attack.loot), { leaked: true, used: false, version: 1 }, 'the stream says a token leaked, not which')
+    t.equal(await chat.evaluate(() => window.demo.useLeakedToken()), true, 'the victim spends it')
+    await attacker.waitForFunction(() => window.attack.loot.used)
+
+    const replayed = await attacker.evaluate(() => window.attack.replaySpent())
+    t.match(replayed, { outcome: 'refused', detail: 'HTTP 403: no socket', statusCode: 403, code: 'WS_GUARD_NO_TOKEN_STORED', origin: s.demo.chatUrl })
+    const rejection = s.rejections[s.rejections.length - 1] as Rejection
+    t.equal(rejection.code, 'WS_GUARD_NO_TOKEN_STORED', 'the token check refused it')
+    t.equal(rejection.origin, s.demo.chatUrl, 'with an Origin the guard allows: the origin check passed')
+    t.match(rejection.url, /^\/chat\?attempt=[\w-]+$/)
+    t.equal(rejection.cookie, undefined, 'and no cookie: the attacker\'s server never relays the one the browser sends it')
+    t.equal(s.rejections.length, 1, 'nothing else was refused')
+    t.equal(s.connects.filter((c) => c.websocketGuard.token === token).length, 1, 'the token opened one socket, the victim\'s')
+  })
+
+  t.test('the demo: the attacker page updates by itself, shows every refusal\'s code, and never a token', async (t) => {
+    const s = await setup(t)
+    const chat = await s.openChat()
     const attacker = await s.openAttacker()
-    const results = await attacker.evaluate(() => window.attack.done)
-    t.same(Object.fromEntries(Object.entries(results).map(([key, r]) => [key, r.outcome])), {
-      plainSocket: 'refused',
-      readToken: 'refused',
-      leakedInQuery: 'refused',
-      leakedInProtocol: 'refused',
+    const outcomes = (results: Record<string, AttemptResult> | null): Record<string, unknown> =>
+      Object.fromEntries(Object.entries(results ?? {}).map(([key, r]) => [key, r.outcome === 'refused' ? r.code : r.outcome]))
+    const cells = async (): Promise<string[]> => await attacker.locator('td.result').evaluateAll((cells) =>
+      cells.map((c) => [c.querySelector('.outcome')?.textContent, c.querySelector('.code')?.textContent].filter(Boolean).join(' ')))
+
+    // 1. no token yet
+    t.same(outcomes(await attacker.evaluate(() => window.attack.done)), {
+      plainSocket: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      readToken: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      leakedInQuery: 'skipped',
+      leakedInProtocol: 'skipped',
+      replaySpent: 'skipped',
       unguarded: 'opened'
     })
-    t.same(await attacker.locator('td.result').evaluateAll((cells) => cells.map((c) => c.firstChild?.textContent)),
-      ['refused', 'refused', 'refused', 'refused', 'hijacked (no guard)'], 'the page shows it')
-    t.same(s.rejections.map((r) => [r.route, r.code, r.origin]), [
-      ['/chat', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl],
-      ['/websocket-token', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl],
-      ['/chat', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl],
-      ['/chat', 'WS_GUARD_ORIGIN_NOT_ALLOWED', s.demo.attackerUrl]
-    ], 'each one refused by the server')
+    // 2. a token leaks: the page runs again by itself
+    await chat.evaluate(() => window.demo.leakToken())
+    await attacker.waitForFunction(() => window.attack.runs === 2)
+    t.same(outcomes(await attacker.evaluate(() => window.attack.done)), {
+      plainSocket: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      readToken: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      leakedInQuery: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      leakedInProtocol: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      replaySpent: 'skipped',
+      unguarded: 'opened'
+    })
+    // 3. the victim spends it: the page runs again, and replays it
+    t.equal(await chat.evaluate(() => window.demo.useLeakedToken()), true, 'refused everywhere else, the leaked token still works once for the victim')
+    await attacker.waitForFunction(() => window.attack.runs === 3)
+    t.same(outcomes(await attacker.evaluate(() => window.attack.done)), {
+      plainSocket: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      readToken: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      leakedInQuery: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      leakedInProtocol: 'WS_GUARD_ORIGIN_NOT_ALLOWED',
+      replaySpent: 'WS_GUARD_NO_TOKEN_STORED',
+      unguarded: 'opened'
+    })
+    t.same(await cells(), [
+      'refused 403 WS_GUARD_ORIGIN_NOT_ALLOWED',
+      'refused 403 WS_GUARD_ORIGIN_NOT_ALLOWED',
+      'refused 403 WS_GUARD_ORIGIN_NOT_ALLOWED',
+      'refused 403 WS_GUARD_ORIGIN_NOT_ALLOWED',
+      'refused 403 WS_GUARD_NO_TOKEN_STORED',
+      'hijacked (no guard)'
+    ], 'the page shows each refusal\'s status and code')
+    const attackerRefusals = s.rejections.filter((r) => /[?&]attempt=/.test(r.url))
+    t.equal(attackerRefusals.length, 11, 'the server refused each attempt of the three runs (2 + 4 + 5)')
+    t.ok(attackerRefusals.filter((r) => r.code === 'WS_GUARD_ORIGIN_NOT_ALLOWED').every((r) => r.origin === s.demo.attackerUrl))
 
     // the victim is still connected and can still chat
     await chat.bringToFront()
@@ -424,8 +672,54 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     await chat.fill('#text', 'Still here after the attack.')
     await chat.press('#text', 'Enter')
     await chat.locator('#messages li', { hasText: 'Still here after the attack.' }).waitFor()
-    t.equal(await chat.evaluate(() => window.demo.useLeakedToken()), true, 'the leaked token still works once for the victim')
-    await chat.locator('#leak-log li', { hasText: 'opened a socket for me' }).waitFor()
+
+    // no token anywhere the attacker's page or its stream shows, of all the tokens there were
+    const tokens = new Set([...s.issued, ...s.connects.map((c) => c.websocketGuard.token as string)])
+    t.ok(tokens.size >= 2, `${tokens.size} tokens to look for`)
+    const html = await attacker.evaluate(() => document.documentElement.outerHTML)
+    t.match(html, /WS_GUARD_NO_TOKEN_STORED/, 'the page was read')
+    t.match(s.streamText(), /event: refusal\ndata: \{"attempt":"[\w-]+","route":"\/chat","statusCode":403,"code":"WS_GUARD_ORIGIN_NOT_ALLOWED"/, 'the stream was read')
+    for (const token of tokens) {
+      t.notOk(html.includes(token), 'the attacker page shows no token')
+      t.notOk(s.streamText().includes(token), 'its event stream carries no token')
+    }
+    const streamKeys = [...s.streamText().matchAll(/^data: (.*)$/gm)].map((m) => Object.keys(JSON.parse(m[1] as string)).sort().join(','))
+    t.same([...new Set(streamKeys)].sort(), ['attempt,code,origin,route,statusCode', 'leaked,used,version'], 'the stream sends only these fields')
+  })
+
+  t.test('the demo, as `npm start` shows it (docs/demo.png): a socket\'s life, and the attack refused', async (t) => {
+    // `npm run screenshot` runs on the ports the README names; tests always on free ones
+    const update = process.env.UPDATE_SCREENSHOT === '1'
+    const s = await setup(t, update ? { ports: { port: 3000, attackerPort: 3001 } } : {})
+    const chat = await s.openChat()
+    const attacker = await s.openAttacker()
+    await attacker.evaluate(() => window.attack.done)
+    await chat.evaluate(() => window.demo.leakToken())
+    await attacker.waitForFunction(() => window.attack.runs === 2)
+    await chat.evaluate(() => window.demo.useLeakedToken())
+    await attacker.waitForFunction(() => window.attack.runs === 3)
+    const results = await attacker.evaluate(() => window.attack.done)
+    t.equal(results?.replaySpent?.code, 'WS_GUARD_NO_TOKEN_STORED')
+
+    await chat.bringToFront()
+    await chat.fill('#text', 'Still here after the attack.')
+    await chat.press('#text', 'Enter')
+    await chat.locator('#messages li', { hasText: 'Still here after the attack.' }).waitFor()
+    await chat.click('#logout')
+    const ended = await chat.waitForFunction(() => document.getElementById('status')?.textContent === 'logged out (session-ended)', undefined, { timeout: 5000 })
+      .then(() => true, () => false)
+    t.ok(ended, 'logged out: 4401, session-ended')
+    if (!ended) return
+    await chat.click('#login')
+    await chat.waitForFunction(() => document.getElementById('status')?.textContent === 'connected')
+    t.same(await chat.locator('#messages li.life').allTextContents(), [
+      `logged in as ${(s.connects[0] as Connect).name}`,
+      'socket open (websocket-guard)',
+      'socket closed: 4401 session ended',
+      'ended: session-ended, not reconnecting',
+      `logged in as ${(s.connects[s.connects.length - 1] as Connect).name}`,
+      'socket open (websocket-guard)'
+    ], 'the chat page tells the socket\'s life')
 
     // One picture of both pages, side by side, made by Chromium from the two screenshots.
     const shots = await Promise.all([chat, attacker].map(async (p) => (await p.screenshot()).toString('base64')))
@@ -437,10 +731,9 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
     const png = await composite.screenshot()
     t.same([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG')
     t.equal(png.readUInt32BE(16), VIEWPORT.width * 2 + 12, 'both pages side by side')
+    if (update) t.same([s.demo.chatUrl, s.demo.attackerUrl], ['http://127.0.0.1:3000', 'http://127.0.0.1:3001'], 'the ports the README names')
     // docs/demo.png is committed: it is rewritten only on request, so a test run leaves the tree clean
-    const target = process.env.UPDATE_SCREENSHOT === '1'
-      ? join(__dirname, '..', 'docs', 'demo.png')
-      : join(t.testdir(), 'demo.png')
+    const target = update ? join(__dirname, '..', 'docs', 'demo.png') : join(t.testdir(), 'demo.png')
     mkdirSync(dirname(target), { recursive: true })
     writeFileSync(target, png)
     t.comment(`screenshot: ${target}`)
@@ -554,7 +847,7 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser demo (examples/app.js)'
   })
 
   t.test('the client offers the user\'s protocols and follows a server\'s own protocol name', async (t) => {
-    const s = await setup(t, { protocol: 'chat-guard' })
+    const s = await setup(t, { guard: { protocol: 'chat-guard' } })
     const page = await s.openChatOrigin()
     const protocols = await page.evaluate(async () => {
       const { openGuardedWebSocket } = window.client!

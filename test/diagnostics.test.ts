@@ -350,3 +350,60 @@ t.test('with nobody subscribed, no message is built and nothing is published', a
   t.same(published, each, 'unsubscribed again: nothing more published')
   t.equal(idReads, 6, 'unsubscribed again: no message built')
 })
+
+t.test('guard closes: session end, closeSession, lifetime; none for a client close or shutdown; no token in any', async (t) => {
+  const recorder = recordDiagnostics(t)
+  const { app, base } = await buildApp(t, {
+    guard: { maxSocketLifetime: 300 },
+    setup (app) {
+      app.post('/logout', async (request) => { await request.session.destroy(); return { ok: true } })
+      app.post('/close-mine', async (request) => { await app.websocketGuard.closeSession(request); return { ok: true } })
+    }
+  })
+  const client = new Client(base)
+  const tokens: string[] = []
+  const open = async (): Promise<ConnectResult> => {
+    const token = await client.token()
+    tokens.push(token)
+    const r = await client.connect('/chat?token=' + token)
+    t.equal(r.opened, true)
+    return r
+  }
+  const closed = (r: ConnectResult): Promise<number> => new Promise((resolve) => { r.socket?.once('close', (code) => resolve(code)) })
+
+  // closeSession: 4401, reason session-ended
+  const a = await open()
+  const aClosed = closed(a)
+  await fetch(base + '/close-mine', { method: 'POST', headers: { cookie: client.cookie, origin: base } })
+  t.equal(await aClosed, 4401)
+  // lifetime: 4408
+  const b = await open()
+  t.equal(await closed(b), 4408)
+  // a client close publishes nothing
+  const c = await open()
+  await close(c)
+  // logout: 4401
+  const d = await open()
+  const dClosed = closed(d)
+  await fetch(base + '/logout', { method: 'POST', headers: { cookie: client.cookie, origin: base } })
+  t.equal(await dClosed, 4401)
+  // shutdown publishes nothing
+  const client2 = new Client(base)
+  const e = await client2.connect('/chat?token=' + await client2.token())
+  t.equal(e.opened, true)
+  await sleep(50)
+  const before = recorder.messages.close.length
+  await app.close()
+  await sleep(50)
+  t.equal(recorder.messages.close.length, before, 'shutdown publishes no close')
+
+  const closes = recorder.messages.close
+  t.same(closes.map((m) => [m.route, m.code, m.reason]), [
+    ['/chat', 4401, 'session-ended'],
+    ['/chat', 4408, 'lifetime'],
+    ['/chat', 4401, 'session-ended']
+  ], 'one message per guard close, with its code and reason')
+  for (const m of closes) t.ok(m.durationMs >= 0 && m.durationMs < 60_000, 'durationMs counts from the opening')
+  t.ok(closes[1].durationMs >= 250, 'the lifetime close came after maxSocketLifetime')
+  checkMessages(t, recorder.messages, [...tokens, client.cookie])
+})

@@ -12,7 +12,7 @@ declare module 'fastify' {
     guard?: boolean | GuardRouteOptions
   }
   interface FastifyInstance {
-    /** issue tokens from your own routes (fastify-websocket-guard) */
+    /** issue tokens from your own routes, close sessions' and users' sockets (fastify-websocket-guard) */
     websocketGuard: WebsocketGuardDecorator
   }
   interface FastifyRequest {

@@ -129,7 +129,7 @@ async function main (): Promise<void> {
     const result: WebsocketGuardResult | null = request.websocketGuard
     request.websocketGuard = result
     expectExact<Equal<typeof request.websocketGuard, WebsocketGuardResult | null>>()
-    expectExact<Equal<WebsocketGuardResult, { origin: string | null, token: string | null }>>()
+    expectExact<Equal<WebsocketGuardResult, { readonly origin: string | null, readonly token: string | null, readonly signal: AbortSignal }>>()
     // @ts-expect-error null on an unguarded route: narrowing is required
     console.log(request.websocketGuard.origin)
     if (request.websocketGuard !== null) {
@@ -137,9 +137,24 @@ async function main (): Promise<void> {
       expectType<string | null>(request.websocketGuard.token)
       // @ts-expect-error the token may be null (a route with token: false)
       request.websocketGuard.token.length.toFixed()
+      expectType<AbortSignal>(request.websocketGuard.signal)
       // @ts-expect-error there is nothing else on it
       console.log(request.websocketGuard.session)
     }
+  })
+  // the socket's life
+  app.post('/logout-others', async (request) => {
+    await app.websocketGuard.closeSession(request)
+    await app.websocketGuard.closeSession(request, { code: 4000, reason: 'privileges changed' })
+    await app.websocketGuard.closeUser('alice', { except: request })
+    await app.websocketGuard.closeUser('alice', { code: 4403, reason: 'banned', except: null })
+    // @ts-expect-error a user id is a string
+    await app.websocketGuard.closeUser(42)
+    // @ts-expect-error code is a number
+    await app.websocketGuard.closeSession(request, { code: '4401' })
+    // @ts-expect-error no such option
+    await app.websocketGuard.closeUser('alice', { everywhere: true })
+    return 'ok'
   })
   app.get('/origin-only', { websocket: true, guard: { origins: ['https://app.example.com'], allowMissingOrigin: true, token: false } }, (socket) => { socket.close() })
   app.get('/fn', { websocket: true, guard: { origins: async (origin, request) => origin.length > 0 && request.url !== '' } }, (socket) => { socket.close() })

@@ -17,6 +17,11 @@ export interface TokenBackend {
   issue (request: FastifyRequest, session: SessionLike, path: string | null): Promise<IssuedToken> | IssuedToken
   /** Consumes `token` or throws the refusal: a security error, or a 503 when a store failed. */
   consume (request: FastifyRequest, session: SessionLike, token: string, path: string): Promise<void> | void
+  /**
+   * Makes the tokens that `stored` names (what `session` held under sessionKey, read before
+   * the session plugin cleared it) unusable, in every copy of the session.
+   */
+  revoke (session: SessionLike, stored: unknown): Promise<void>
   close (): Promise<void> | void
 }
 

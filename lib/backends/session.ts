@@ -33,6 +33,15 @@ export function sessionBackend (opts: ResolvedOptions): TokenBackend {
       if (typeof save !== 'function') return
       return saveNow(request, save.call(session), storeTimeout)
     },
+    async revoke (session, stored) {
+      // another copy of the session (a replayed cookie, a request that saves it again) still
+      // holds them: spent here, they are refused in this process whichever copy shows them
+      // beside the MemoryStore: the id's tokens dropped, for every copy of the session
+      if (isLocalId(stored)) localTable?.revoke(stored)
+      const now = Date.now()
+      for (const record of sessionTokens(stored)) spent.spend(record.hash, record.expiresAt, now)
+      writeSession(session, opts.sessionKey, undefined)
+    },
     close () {}
   }
 }

@@ -5,7 +5,7 @@ import { readSession, writeSession, type SessionLike } from '../session'
 import { TOKEN_TABLE, type TokenTable } from '../stores/memory'
 import type { TokenStore } from '../stores/types'
 import { assertConsumed, hashToken, newToken, type IssuedToken } from '../tokens'
-import { isThenable, storeCall } from '../deadline'
+import { isThenable, storeAnswer } from '../deadline'
 import type { TokenBackend } from './index'
 
 export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: boolean): TokenBackend {
@@ -24,14 +24,18 @@ export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: b
         table.issue(id as string, record, maxTokens)
         return issued
       }
-      return issuedOnce(storeCall(store.issue(id as string, record, maxTokens), storeTimeout), issued)
+      return issuedOnce(storeAnswer(store.issue(id as string, record, maxTokens), storeTimeout), issued)
     },
     consume (_request, session, token, path) {
       const id = readSession(session, sessionKey)
       if (typeof id !== 'string') return assertConsumed('none-stored')
       if (table !== undefined) return assertConsumed(table.consume(id, hashToken(token), path, Date.now()))
-      const outcome = storeCall(store.consume(id, hashToken(token), path, Date.now()), storeTimeout)
+      const outcome = storeAnswer(store.consume(id, hashToken(token), path, Date.now()), storeTimeout)
       return isThenable(outcome) ? outcome.then(assertConsumed) : assertConsumed(outcome)
+    },
+    async revoke (_session, stored) {
+      // the id stays: tokens issued from now on are the session's again
+      if (typeof stored === 'string') await store.revoke?.(stored)
     },
     async close () {
       // a store the user passed in is theirs to close

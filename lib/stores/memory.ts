@@ -20,6 +20,7 @@ export interface MemoryTokenStoreOptions {
 export interface MemoryTokenStore extends TokenStore {
   /** number of ids that hold at least one token (for tests and metrics) */
   readonly size: number
+  revoke (id: string): Promise<void>
   close (): void
 }
 
@@ -42,6 +43,7 @@ export interface TokenTable {
   count (id: string): number
   issue (id: string, token: StoredToken, maxTokens: number): void
   consume (id: string, hash: string, path: string, now: number): ConsumeOutcome
+  revoke (id: string): void
   close (): void
 }
 
@@ -95,6 +97,9 @@ export function tokenTable (sweepInterval: number, maxIds: number): TokenTable {
       if (outcome === 'consumed') put(id, records.length === 1 ? [] : records.filter((_, i) => i !== index))
       return outcome
     },
+    revoke (id) {
+      tokens.delete(id)
+    },
     close () {
       clearInterval(timer)
       tokens.clear()
@@ -118,6 +123,9 @@ export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): Memory
     },
     async consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome> {
       return table.consume(id, hash, path, now)
+    },
+    async revoke (id: string): Promise<void> {
+      table.revoke(id)
     },
     close (): void {
       table.close()

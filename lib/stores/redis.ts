@@ -16,6 +16,7 @@
  * (503): a failover cannot then promote a replica that still holds a token that opened.
  */
 import { createHash } from 'node:crypto'
+import { redisCloseBus } from './redis-bus'
 import type { ConsumeOutcome, StoredToken, TokenStore } from './types'
 import { MAX_TIMER_DELAY } from '../options'
 import { WebsocketGuardOptionError } from '../errors'
@@ -357,6 +358,20 @@ export function redisTokenStore (options: RedisTokenStoreOptions): RedisTokenSto
       }
       const { acks } = await withWait({ op: 'del', key }, durability)
       if (!(acks >= durability.replicas)) throw tooFew('revocation', acks, durability)
-    }
+    },
+    // closes between the instances that share this Redis (lib/stores/redis-bus.ts)
+    bus: carriesCloses(client) ? redisCloseBus(client, prefix) : undefined
   }
+}
+
+/**
+ * Whether the close bus can run on `client`: ioredis and iovalkey in every topology (their
+ * `duplicate()` and `call()` work the same on a Cluster and under Sentinel), and a node-redis
+ * client. A node-redis cluster routes `sendCommand` by key and a node-redis sentinel has no
+ * `duplicate()`: with those, closes stay on the instance that made them.
+ */
+function carriesCloses (client: unknown): boolean {
+  const c = client as Record<string, unknown>
+  if (typeof c.call === 'function') return true
+  return typeof c.duplicate === 'function' && typeof c.getSlotMaster !== 'function'
 }

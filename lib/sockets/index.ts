@@ -1,0 +1,524 @@
+/**
+ * The socket's life (API.md "The socket's life"): every guarded socket belongs to a session
+ * group (a random id kept in the session under `${sessionKey}_group`, never the session id)
+ * and, with `identify`, to a user id; the guard closes it when its session ends or is closed
+ * by hand, when it outlives its session's expiry or `maxSocketLifetime`, and when
+ * revalidation finds its session gone, on every instance that shares the store's close bus.
+ *
+ * No gaps: an upgrade reserves its entry (registry.ts) before its token is consumed, and a
+ * session's end revokes its tokens before it closes the group and publishes the close. So an
+ * upgrade that consumed its token before the revocation is already registered when the close
+ * arrives (it is refused, or closed as soon as it opens), and one that comes after finds no
+ * token. A close an instance missed while cut off from the bus is found in its marker when
+ * the subscription is live again.
+ *
+ * With all of closeOnSessionEnd, identify, maxSocketLifetime and revalidateInterval off, the
+ * guard follows no socket: nothing is registered or allocated per upgrade.
+ */
+import { randomBytes } from 'node:crypto'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { storeCall } from '../deadline'
+import type { TokenBackend } from '../backends/index'
+import { NoWebsocketTokenStored, WebsocketGuardOptionError, WebsocketGuardStoreUnavailable } from '../errors'
+import type { ResolvedOptions } from '../options'
+import { readSession, sessionOf, writeSession, type SessionLike } from '../session'
+import type { CloseListener, CloseMessage, CloseSubscription } from '../stores/types'
+import { FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, type Close, type GuardedSocket } from './registry'
+import { GuardResult } from './result'
+import { addEnder, removeEnder, wrapFastifySession, wrapSecureSession, type Ended, type Ender } from './session-end'
+
+export { GuardResult } from './result'
+
+/** `options` of `closeSession` and `closeUser`. */
+export interface CloseOptions {
+  /** 4000–4999; default 4401 */
+  code?: number
+  /** default `'session ended'`; at most 123 bytes (UTF-8) */
+  reason?: string
+  /** keep the sockets of this request's session */
+  except?: FastifyRequest | null
+}
+
+/** What `fastify.websocketGuard` gets from the socket's life. */
+export interface SocketClosers {
+  /** closes `request`'s session's guarded sockets everywhere and drops its outstanding tokens; the session goes on */
+  closeSession (request: FastifyRequest, options?: CloseOptions): Promise<void>
+  /** closes every guarded socket whose `identify` result was `id`, everywhere */
+  closeUser (id: string, options?: CloseOptions): Promise<void>
+}
+
+export interface SocketLife extends SocketClosers {
+  /** the backend, with a session group made when a token is issued */
+  readonly backend: TokenBackend
+  /** `null` when the guard follows no socket */
+  readonly tracker: SocketTracker | null
+}
+
+/** The guard's side of the registry. */
+export interface SocketTracker {
+  /**
+   * Registers the upgrade before its token is consumed: `null` when it cannot complete. The
+   * caller hands the entry to `admit` once the token is consumed, to `release` when the
+   * upgrade is refused.
+   */
+  reserve (request: FastifyRequest): SocketEntry | null
+  /** identify, expiry, last checks: the result, or a refusal */
+  admit (request: FastifyRequest, entry: SocketEntry, origin: string | null, token: string | null): Promise<GuardResult>
+  release (entry: SocketEntry): void
+}
+
+const GROUP_SUFFIX = '_group'
+/** Longest user id or session group a close names (the bus refuses longer ones too). */
+const MAX_ID = 1024
+/** Longest close reason a close frame carries, in bytes. */
+const MAX_REASON = 123
+/** Ended session groups remembered at most (each logout adds one for tokenTTL). */
+const MAX_ENDED = 100_000
+/**
+ * A missed user close, found in its marker, closes that user's sockets opened up to this long
+ * after it: the marker's time is the publisher's clock, and a close must not be lost to skew.
+ */
+const CLOCK_MARGIN = 5_000
+
+/** What the guard uses of @fastify/websocket's server. */
+interface WebsocketServer {
+  on (event: 'connection', listener: (socket: GuardedSocket, raw: object) => void): unknown
+  off (event: 'connection', listener: (socket: GuardedSocket, raw: object) => void): unknown
+}
+
+type Transport = { destroyed?: boolean, on (event: 'close', listener: (this: object) => void): unknown }
+
+let wsSocketSymbol: symbol | undefined
+
+/** The connection under an upgrade: its socket, or the stream of @fastify/websocket's injectWS. */
+function transportOf (raw: object): Transport {
+  const socket = (raw as { socket?: Transport | null }).socket
+  if (socket !== undefined && socket !== null) return socket
+  wsSocketSymbol ??= Object.getOwnPropertySymbols(raw).find((s) => s.description === 'ws-socket')
+  return (raw as Record<symbol, Transport>)[wsSocketSymbol as symbol] as Transport
+}
+
+/**
+ * Session groups that ended lately, refused at the upgrade: a stale copy of an ended session
+ * (a replayed cookie, a concurrent request that saved it again) may still hold tokens issued
+ * before the end, which expire within tokenTTL. Insertion order is expiry order: pruning
+ * takes from the front, without a timer.
+ */
+export class EndedGroups {
+  private readonly until = new Map<string, number>()
+
+  constructor (private readonly ttl: number, private readonly max = MAX_ENDED) {}
+
+  get size (): number {
+    return this.until.size
+  }
+
+  add (group: string): void {
+    const now = Date.now()
+    for (const [id, until] of this.until) {
+      if (until > now && this.until.size < this.max) break
+      this.until.delete(id)
+    }
+    this.until.delete(group)
+    this.until.set(group, now + this.ttl)
+  }
+
+  has (group: string): boolean {
+    return (this.until.get(group) ?? 0) > Date.now()
+  }
+}
+
+function invalid (what: string, message: string): never {
+  throw new WebsocketGuardOptionError(`fastify-websocket-guard: ${what} ${message}`)
+}
+
+const CLOSE_OPTIONS = new Set(['code', 'reason', 'except'])
+
+/** Each instance's registry, by its decorator: what tests and benchmarks count. */
+const registries = new WeakMap<object, Registry>()
+
+/** How much the guard holds for `fastify.websocketGuard`'s instance (tests, benchmarks); `null` when it follows no socket. */
+export function trackedSockets (decorator: object): { sockets: number, groups: number, users: number, deadlines: number } | null {
+  const registry = registries.get(decorator)
+  if (registry === undefined) return null
+  return { sockets: registry.size, groups: registry.groups.size, users: registry.users.size, deadlines: registry.deadlines.size }
+}
+
+export async function socketLife (fastify: FastifyInstance, opts: ResolvedOptions, backend: TokenBackend, decorator: object): Promise<SocketLife> {
+  const groupKey = opts.sessionKey + GROUP_SUFFIX
+  const secure = opts.sessionPlugin === '@fastify/secure-session'
+  const tracking = opts.closeOnSessionEnd || opts.identify !== undefined || opts.maxSocketLifetime !== false || opts.revalidateInterval !== false
+  const registry = tracking ? new Registry() : null
+  const ended = new EndedGroups(opts.tokenTTL + opts.storeTimeout)
+  const transports = new WeakMap<object, SocketEntry>()
+  // groups made at the upgrade, whose session must be saved for its end to find them
+  const unsaved = new WeakSet<SocketEntry>()
+  let subscription: CloseSubscription | null = null
+  let sessionStore: { get (id: string, callback: (err: unknown, session?: unknown) => void): void } | undefined
+  let knownSessionClass: object | null = null
+
+  function newGroup (session: SessionLike | null): string {
+    const group = randomBytes(16).toString('base64url')
+    if (session !== null) writeSession(session, groupKey, group)
+    return group
+  }
+
+  /** The session class's end methods are wrapped the first time one of its sessions is seen. */
+  function learn (session: SessionLike, request: object): void {
+    const proto = Object.getPrototypeOf(session) as object
+    if (proto === knownSessionClass || !opts.closeOnSessionEnd) return
+    knownSessionClass = proto
+    if (secure) wrapSecureSession(session)
+    else wrapFastifySession(session, request)
+  }
+
+  // ---- closing
+
+  async function publish (message: CloseMessage): Promise<void> {
+    if (subscription !== null) await storeCall(subscription.publish(message), opts.storeTimeout)
+  }
+
+  function apply (message: CloseMessage, openedBefore = Infinity): void {
+    const close: Close = { code: message.code, reason: message.reason, kind: 'session-ended' }
+    if (message.scope === 'session') {
+      if (message.ended) ended.add(message.id)
+      registry?.closeGroup(message.id, close)
+    } else {
+      registry?.closeUser(message.id, close, message.except, openedBefore)
+    }
+  }
+
+  /** The tokens in `stored` (what the session held under sessionKey) can never be used again. */
+  async function revoke (session: SessionLike, stored: unknown): Promise<void> {
+    if (stored !== undefined) await storeCall(backend.revoke(session, stored), opts.storeTimeout)
+  }
+
+  function closeOptions (what: string, options: unknown): { close: Close, except: string | null } {
+    if (options === undefined) return { close: SESSION_ENDED, except: null }
+    if (typeof options !== 'object' || options === null) invalid(what, 'options must be an object { code?, reason?, except? }')
+    for (const key of Object.keys(options)) {
+      if (!CLOSE_OPTIONS.has(key)) invalid(what, `has no option ${JSON.stringify(key)} (known: code, reason, except)`)
+    }
+    const { code = SESSION_ENDED.code, reason = SESSION_ENDED.reason, except } = options as CloseOptions
+    if (typeof code !== 'number' || !Number.isInteger(code) || code < 4000 || code > 4999) {
+      invalid(what, `code must be an integer from 4000 to 4999, got ${String(code)}`)
+    }
+    if (typeof reason !== 'string' || Buffer.byteLength(reason) > MAX_REASON) {
+      invalid(what, `reason must be a string of at most ${MAX_REASON} bytes`)
+    }
+    if (except !== undefined && except !== null && typeof except !== 'object') invalid(what, 'except must be a request')
+    const exceptSession = except === undefined || except === null ? null : sessionOf(except, opts.sessionKey)
+    const exceptGroup = exceptSession === null ? undefined : readSession(exceptSession, groupKey)
+    return { close: { code, reason, kind: 'session-ended' }, except: typeof exceptGroup === 'string' ? exceptGroup : null }
+  }
+
+  async function closeSession (request: FastifyRequest, options?: CloseOptions): Promise<void> {
+    const { close, except } = closeOptions('closeSession', options)
+    const session = typeof request === 'object' && request !== null ? sessionOf(request, opts.sessionKey) : null
+    if (session === null) return
+    await revoke(session, readSession(session, opts.sessionKey))
+    const group = readSession(session, groupKey)
+    if (typeof group !== 'string' || group === except || registry === null) return
+    // the session goes on under a new group: its sockets from now on are not the closed ones
+    newGroup(session)
+    registry.closeGroup(group, close)
+    await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
+  }
+
+  async function closeUser (id: string, options?: CloseOptions): Promise<void> {
+    if (typeof id !== 'string' || id === '' || id.length > MAX_ID) invalid('closeUser', `id must be a non-empty string of at most ${MAX_ID} characters`)
+    const { close, except } = closeOptions('closeUser', options)
+    if (registry === null) return
+    registry.closeUser(id, close, except)
+    await publish({ scope: 'user', id, code: close.code, reason: close.reason, except, ended: false })
+  }
+
+  Object.assign(decorator, { closeSession, closeUser } satisfies SocketClosers)
+
+  if (registry === null) return { backend, tracker: null, closeSession, closeUser }
+  registries.set(decorator, registry)
+
+  // ---- session end
+
+  const ender: Ender = {
+    plugin: opts.sessionPlugin,
+    keys: [groupKey, opts.sessionKey],
+    capture (session) {
+      const group = readSession(session, groupKey)
+      const stored = readSession(session, opts.sessionKey)
+      return typeof group === 'string' || stored !== undefined ? { session, group, stored } : null
+    },
+    async end ({ session, group, stored }: Ended) {
+      try {
+        await revoke(session as SessionLike, stored)
+      } catch (err) {
+        fastify.log.error({ err }, 'websocket guard could not revoke the tokens of an ended session')
+      }
+      if (typeof group !== 'string') return
+      ended.add(group)
+      registry.closeGroup(group, SESSION_ENDED)
+      try {
+        await publish({ scope: 'session', id: group, code: SESSION_ENDED.code, reason: SESSION_ENDED.reason, except: null, ended: true })
+      } catch (err) {
+        fastify.log.error({ err }, 'websocket guard could not tell the other instances that a session ended')
+      }
+    }
+  }
+  if (opts.closeOnSessionEnd) {
+    addEnder(ender, decorator)
+    probeSessionClass(fastify, secure, learn)
+  }
+  const expirySeconds = secure ? probeSecureSessionExpiry(fastify) : 0
+
+  // ---- the bus
+
+  const bus = opts.store?.bus
+  if (bus !== undefined) {
+    const listener: CloseListener = {
+      message: (message) => { apply(message) },
+      async resync (since) {
+        const live = subscription as CloseSubscription
+        // closes older than their markers cannot be known: every socket reconnects with a fresh token
+        if (Date.now() - since >= live.markerTTL) return registry.closeAll(LIFETIME_REACHED)
+        const groups = [...registry.groups.keys()]
+        const users = [...registry.users.keys()]
+        const missed = await storeCall(live.missed(groups, users), opts.storeTimeout * (1 + Math.ceil((groups.length + users.length) / 500)))
+        for (const message of missed) apply(message, message.at + CLOCK_MARGIN)
+      },
+      error (err) {
+        fastify.log.warn({ err }, 'websocket guard lost its close bus connection; closes published meanwhile are applied once it is back')
+      }
+    }
+    subscription = await bus.subscribe(listener)
+  }
+
+  // ---- sockets
+
+  // one listener of each for all sockets: `this` is the connection that closed
+  const onTransportClose = function (this: object): void {
+    const entry = transports.get(this)
+    if (entry !== undefined) registry.remove(entry)
+  }
+
+  const onConnection = (socket: GuardedSocket, raw: object): void => {
+    const entry = transports.get(transportOf(raw))
+    if (entry !== undefined) registry.opened(entry, socket)
+  }
+  const wss = (fastify as unknown as { websocketServer: WebsocketServer }).websocketServer
+  wss.on('connection', onConnection)
+
+  function deadlineOf (session: SessionLike | null, openedAt: number): number {
+    let deadline = opts.maxSocketLifetime === false ? Infinity : openedAt + opts.maxSocketLifetime
+    if (session !== null) deadline = Math.min(deadline, expiryOf(session))
+    return deadline === Infinity ? 0 : deadline
+  }
+
+  /** The session cookie's expiry, epoch ms, or Infinity for a cookie without one. */
+  function expiryOf (session: SessionLike): number {
+    // @fastify/secure-session stamps `__ts` (seconds) on every session it makes or changes
+    if (secure) return ((readSession(session, '__ts') as number) + (expirySeconds as number)) * 1000
+    const cookie = (session as { cookie?: { originalExpires?: unknown, expires?: unknown } }).cookie
+    const expires = cookie?.originalExpires ?? cookie?.expires
+    const at = expires === undefined || expires === null ? NaN : new Date(expires as string).getTime()
+    return Number.isNaN(at) ? Infinity : at
+  }
+
+  async function identifyUser (request: FastifyRequest): Promise<string | null> {
+    let user: unknown
+    try {
+      user = await storeCall((opts.identify as NonNullable<ResolvedOptions['identify']>)(request), opts.storeTimeout)
+    } catch (err) {
+      // the deadline's 503 says what identify's rejection was; a throw is its own cause
+      const cause = err instanceof WebsocketGuardStoreUnavailable && err.cause !== undefined ? err.cause : err
+      throw new WebsocketGuardStoreUnavailable('The websocket guard could not identify the user of this upgrade', { cause })
+    }
+    if (user === null || user === undefined) return null
+    if (typeof user !== 'string' || user === '' || user.length > MAX_ID) {
+      throw new WebsocketGuardStoreUnavailable('The websocket guard could not identify the user of this upgrade', {
+        cause: new TypeError(`identify must return null or a non-empty string of at most ${MAX_ID} characters, got ${typeof user}`)
+      })
+    }
+    return user
+  }
+
+  // ---- revalidation
+
+  if (opts.revalidateInterval !== false && (!secure || subscription !== null)) {
+    const checking = new Set<string>()
+
+    const sessionExists = async (id: string): Promise<boolean> => await storeCall(new Promise<boolean>((resolve, reject) => {
+      (sessionStore as NonNullable<typeof sessionStore>).get(id, (err, session) => {
+        if (err === null || err === undefined) resolve(session !== null && session !== undefined)
+        else if ((err as { code?: unknown }).code === 'ENOENT') resolve(false)
+        else reject(err)
+      })
+    }), opts.storeTimeout)
+
+    // one store read per session group, however many sockets it has; a group still being
+    // checked from the last interval is not asked again
+    const checkSessions = (): void => {
+      for (const [group, head] of registry.groups) {
+        const id = head.sessionId
+        if (id === null || checking.has(group)) continue
+        checking.add(group)
+        sessionExists(id).then((exists) => {
+          if (exists) return
+          ended.add(group)
+          registry.closeGroup(group, FOUND_GONE)
+        }, (err: unknown) => {
+          fastify.log.warn({ err }, 'websocket guard could not revalidate a session; it keeps its sockets until the next check')
+        }).finally(() => { checking.delete(group) })
+      }
+    }
+
+    // @fastify/secure-session has no store to ask: the markers of closes are what there is
+    const checkMarkers = (): void => {
+      if (checking.size > 0 || registry.groups.size === 0) return
+      checking.add('')
+      storeCall((subscription as CloseSubscription).missed([...registry.groups.keys()], []), opts.storeTimeout).then((missed) => {
+        for (const message of missed) apply(message)
+      }, (err: unknown) => {
+        fastify.log.warn({ err }, 'websocket guard could not revalidate its sessions; they keep their sockets until the next check')
+      }).finally(() => { checking.clear() })
+    }
+
+    const revalidation = setInterval(secure ? checkMarkers : checkSessions, opts.revalidateInterval)
+    revalidation.unref()
+    fastify.addHook('onClose', async () => { clearInterval(revalidation) })
+  }
+
+  // ---- shutdown
+
+  fastify.addHook('preClose', (done) => {
+    // @fastify/websocket's own preClose ran first and closed them; the signals still abort
+    registry.closeAll(SHUTTING_DOWN)
+    done()
+  })
+  fastify.addHook('onClose', async () => {
+    registry.deadlines.stop()
+    wss.off('connection', onConnection)
+    removeEnder(ender)
+    await subscription?.close()
+  })
+
+  const tracker: SocketTracker = {
+    reserve (request) {
+      const transport = transportOf(request.raw)
+      // its close has been emitted already: the upgrade cannot complete
+      if (transport.destroyed === true) return null
+      const entry = new SocketEntry(Date.now())
+      entry.route = request.routeOptions.url as string
+      const session = sessionOf(request, opts.sessionKey)
+      if (session !== null) learn(session, request)
+      const kept = session === null ? undefined : readSession(session, groupKey)
+      let group: string
+      if (typeof kept === 'string') {
+        group = kept
+      } else {
+        // kept in the session, for its end to find; without a session, a group of its own
+        group = newGroup(session)
+        unsaved.add(entry)
+      }
+      registry.add(entry, group)
+      transports.set(transport, entry)
+      transport.on('close', onTransportClose)
+      return entry
+    },
+
+    async admit (request, entry, origin, token) {
+      const session = sessionOf(request, opts.sessionKey)
+      if (opts.identify !== undefined) {
+        const user = await identifyUser(request)
+        if (user !== null) registry.setUser(entry, user)
+      }
+      const save = (session as { save?: () => Promise<void> } | null)?.save
+      if (unsaved.has(entry) && typeof save === 'function') {
+        // @fastify/session saves nothing after an upgrade: a group the session lacked is saved now
+        await storeCall(save.call(session), opts.storeTimeout)
+      }
+      if (entry.closing !== null || ended.has(entry.group as string)) {
+        throw new NoWebsocketTokenStored('No websocket token: the session of this upgrade ended while it was checked')
+      }
+      const deadline = deadlineOf(session, entry.openedAt)
+      if (deadline !== 0) registry.deadlines.add(entry, deadline)
+      if (opts.revalidateInterval !== false && !secure) {
+        entry.sessionId = (session as { sessionId?: string } | null)?.sessionId ?? null
+        sessionStore ??= (request as unknown as { sessionStore: typeof sessionStore }).sessionStore
+      }
+      return new GuardResult(origin, token, entry)
+    },
+
+    release (entry) {
+      registry.remove(entry)
+    }
+  }
+
+  return {
+    backend: {
+      ...backend,
+      async issue (request, session, path) {
+        learn(session, request)
+        if (typeof readSession(session, groupKey) !== 'string') newGroup(session)
+        return await backend.issue(request, session, path)
+      }
+    },
+    tracker,
+    closeSession,
+    closeUser
+  }
+}
+
+/**
+ * Wraps the app's session class at registration, so that a session ended before any token
+ * was issued in this process (a logout on a fresh instance) is seen too: @fastify/session
+ * makes one through its `decryptSession` decorator, @fastify/secure-session through
+ * `createSecureSession`. Should that fail (a custom id generator that needs a real request),
+ * the class is wrapped when its first session is seen.
+ */
+function probeSessionClass (fastify: FastifyInstance, secure: boolean, learn: (session: SessionLike, request: object) => void): void {
+  const decorators = fastify as unknown as {
+    decryptSession?: (id: string, request: object, callback: () => void) => void
+    createSecureSession?: (data: object) => SessionLike
+  }
+  try {
+    if (secure) {
+      learn((decorators.createSecureSession as NonNullable<typeof decorators.createSecureSession>)({}), {})
+    } else {
+      const request: { session?: SessionLike } = {}
+      ;(decorators.decryptSession as NonNullable<typeof decorators.decryptSession>)('-', request, () => {})
+      learn(request.session as SessionLike, request)
+    }
+  } catch (err) {
+    fastify.log.debug({ err }, 'websocket guard could not make a probe session; it wraps the session class when it first sees one')
+  }
+}
+
+/**
+ * @fastify/secure-session keeps its `expiry` (seconds) to itself; what it does with it shows:
+ * a session whose `__ts` is older than that decodes as none. A binary search over encoded
+ * probe sessions finds it, to the second, once at registration.
+ */
+function probeSecureSessionExpiry (fastify: FastifyInstance): number {
+  const f = fastify as unknown as {
+    createSecureSession: (data: object) => SessionLike & { set (key: string, value: unknown): void }
+    encodeSecureSession: (session: object) => string
+    decodeSecureSession: (cookie: string, log: object) => object | null
+  }
+  const quiet = { debug () {}, trace () {} }
+  const decodes = (age: number): boolean => {
+    const probe = f.createSecureSession({})
+    probe.set('__ts', Math.floor(Date.now() / 1000) - age)
+    return f.decodeSecureSession(f.encodeSecureSession(probe), quiet) !== null
+  }
+  let lo = 0
+  let hi = 2 ** 31
+  // invariant: a session of age lo decodes, one of age hi does not (an expiry beyond 68 years
+  // is taken as 68 years)
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2)
+    if (decodes(mid)) lo = mid
+    else hi = mid
+  }
+  // the session is refused from `hi` seconds on; closing a second early is on the safe side
+  return lo
+}
