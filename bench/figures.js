@@ -131,6 +131,28 @@ module.exports = [
       return rows
     }
   },
+  {
+    // BENCH_PREVIOUS_DIR=dir (a copy of an earlier dist/) pairs this build against that one
+    title: 'This build / the previous build (BENCH_PREVIOUS_DIR): guard server CPU per flow',
+    goal: null,
+    async run (ctx) {
+      const previous = process.env.BENCH_PREVIOUS_DIR
+      if (previous === undefined || previous === '') return []
+      const rows = []
+      for (const setup of ctx.quick ? ['logger off'] : IN_PROCESS.concat(['logger off, sessions in Redis'])) {
+        const { cpu } = await ctx.once(`pair ${setup}`, () => flows(ctx, `pair-${label(setup)}`, SETUPS[setup], {
+          guard: { variant: 'guard' },
+          previous: { variant: 'guard', packageDir: previous },
+          baseline: { variant: 'baseline' },
+          'baseline-2': { variant: 'baseline' }
+        }))
+        const aa = noise(cpu['baseline-2'], cpu.baseline)
+        const value = ratio(cpu.guard, cpu.previous)
+        rows.push({ case: setup, value, shown: times(value), detail: `medians: this build ${us(median(cpu.guard))}, previous ${us(median(cpu.previous))}, baseline ${us(median(cpu.baseline))} per flow; this/baseline ${times(ratio(cpu.guard, cpu.baseline))}, previous/baseline ${times(ratio(cpu.previous, cpu.baseline))}; ${cpu.guard.length} rounds; noise ${pct(aa.floor)}`, noise: aa.floor })
+      }
+      return rows
+    }
+  },
   { title: 'Lifecycle features on / off (registry, Redis bus): server CPU per upgrade', goal: { max: 1.02 }, run: null },
   // the diagnostics figures: no subscriber / publishing removed (goal 1.01), every channel subscribed, their A/A
   ...require('./diagnostics'),

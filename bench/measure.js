@@ -7,8 +7,9 @@ const { setTimeout: sleep } = require('node:timers/promises')
 const { median, percentile } = require('./common')
 
 /** node bench/server.js arguments for one server. */
-function serverArgs ({ variant, logger, redisUrl, name, maxTokens }) {
+function serverArgs ({ variant, logger, redisUrl, name, maxTokens, packageDir }) {
   const args = ['--variant', variant, '--logger', logger, '--name', name]
+  if (packageDir !== undefined) args.push('--package-dir', packageDir)
   if (redisUrl !== undefined) args.push('--redis-url', redisUrl)
   if (maxTokens !== undefined) args.push('--max-tokens', String(maxTokens))
   return args

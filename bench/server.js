@@ -3,7 +3,7 @@
 // process.cpuUsage().
 //
 //   node bench/server.js --variant guard|hand-written|baseline [--logger on|off]
-//                        [--redis-url redis://…] [--max-tokens N]
+//                        [--redis-url redis://…] [--max-tokens N] [--package-dir DIR]
 //
 // Every variant is the same app (@fastify/cookie, @fastify/session, @fastify/websocket, one
 // upgrade route GET /chat) with a different check in front of the upgrade:
@@ -29,9 +29,13 @@ const { values: args } = parseArgs({
     logger: { type: 'string', default: 'off' },
     'redis-url': { type: 'string' },
     'max-tokens': { type: 'string' },
+    // another build of the package (the previous one, for a before/after pair in one run)
+    'package-dir': { type: 'string' },
     name: { type: 'string' }
   }
 })
+
+if (args['package-dir'] !== undefined) process.env.BENCH_PACKAGE_DIR = args['package-dir']
 
 // time spent in garbage collection, reported next to the CPU time
 let gcMs = 0

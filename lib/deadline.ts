@@ -39,6 +39,18 @@ export async function storeCall<T> (call: Promise<T> | T, timeout: number): Prom
   return await withDeadline(call, timeout, 'Websocket token store').catch(storeUnavailable)
 }
 
+/**
+ * `storeCall` where nothing must wait: a call that answered at once (not a promise) is its
+ * own answer, with no promise, race or timer.
+ */
+export function storeAnswer<T> (call: Promise<T> | T, timeout: number): Promise<T> | T {
+  return isThenable(call) ? storeCall(call, timeout) : call
+}
+
+export function isThenable<T> (value: Promise<T> | T): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function'
+}
+
 function storeUnavailable (err: unknown): never {
   throw err instanceof WebsocketGuardStoreUnavailable ? err : new WebsocketGuardStoreUnavailable(undefined, { cause: err })
 }

@@ -4,7 +4,7 @@
  * by the backend, then the result on the request; any failure is refused (logged, reported
  * to `onReject`) and answered by Fastify with its status (403, 503 or 500).
  */
-import type { FastifyRequest, preValidationAsyncHookHandler } from 'fastify'
+import type { FastifyRequest, HookHandlerDoneFunction, preValidationHookHandler } from 'fastify'
 import type { TokenBackend } from './backends/index'
 import { publishAccept, publishReject } from './diagnostics'
 import { isRefusal, NoWebsocketTokenStored, type Refusal, WebsocketGuardNoSession, WebsocketGuardStoreUnavailable, WebsocketOriginNotAllowed } from './errors'
@@ -13,7 +13,8 @@ import { upgradeOrigin } from './origin'
 import { sessionOf } from './session'
 import { GuardResult, type SocketTracker } from './sockets/index'
 import type { SocketEntry } from './sockets/registry'
-import { pathOf, presentedToken } from './tokens'
+import { pathOf, presentedToken, type PresentedToken } from './tokens'
+import { isThenable } from './deadline'
 
 /** `request.websocketGuard` on a guarded route that passed. */
 export interface WebsocketGuardResult {
@@ -41,52 +42,99 @@ export interface GuardContext {
   refuse: (request: FastifyRequest, error: Refusal) => void
 }
 
-export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationAsyncHookHandler {
-  return async function websocketGuard (request: FastifyRequest): Promise<void> {
+/**
+ * The hook is callback-style: where nothing waits (an allow-list or same-origin check, a
+ * store that answers at once) the whole check runs synchronously, with no promise made.
+ */
+export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationHookHandler {
+  return function websocketGuard (request, _reply, done) {
     // a plain HTTP request to the route is not checked and consumes nothing
-    if ((request as { ws?: unknown }).ws !== true) return
-    let entry: SocketEntry | null = null
+    if ((request as { ws?: unknown }).ws !== true) return done()
+    let origin: string | null | Promise<string>
     try {
       // 1. origin: a refused origin never reaches the token, so it consumes nothing
-      const origin = await upgradeOrigin(route.origins, route.allowMissingOrigin, request)
-      // the socket's life: registered before the token is consumed, so that no close of its
-      // session can pass in between (lib/sockets/)
-      if (ctx.sockets !== null) entry = ctx.sockets.reserve(request)
-      // 2. token: exactly one presented, then consumed from the session's tokens
-      const token = route.token ? await consumePresented(ctx, request) : null
-      request.websocketGuard = entry === null ? new GuardResult(origin, token, null) : await (ctx.sockets as SocketTracker).admit(request, entry, origin, token)
-      publishAccept(request, token, ctx.opts.queryParam)
+      origin = upgradeOrigin(route.origins, route.allowMissingOrigin, request)
     } catch (err) {
-      if (entry !== null) ctx.sockets?.release(entry)
-      if (isRefusal(err)) ctx.refuse(request, err)
-      throw err
+      return refused(ctx, request, null, err, done)
+    }
+    if (isThenable(origin)) {
+      origin.then((allowed) => { checkToken(ctx, route, request, allowed, done) }, (err: unknown) => { refused(ctx, request, null, err, done) })
+    } else {
+      checkToken(ctx, route, request, origin, done)
     }
   }
 }
 
-async function consumePresented ({ opts, backend }: GuardContext, request: FastifyRequest): Promise<string> {
+/** 2. token: exactly one presented, then consumed from the session's tokens; then the result. */
+function checkToken (ctx: GuardContext, route: RouteGuard, request: FastifyRequest, origin: string | null, done: HookHandlerDoneFunction): void {
+  let entry: SocketEntry | null = null
+  let presented: PresentedToken | null = null
+  let consumed: Promise<void> | void = undefined
+  try {
+    // the socket's life: registered before the token is consumed, so that no close of its
+    // session can pass in between (lib/sockets/)
+    if (ctx.sockets !== null) entry = ctx.sockets.reserve(request)
+    if (route.token) {
+      presented = presentedOf(ctx, request)
+      consumed = consumePresented(ctx, request, presented.token)
+    }
+  } catch (err) {
+    return refused(ctx, request, entry, cookieless(err, request), done)
+  }
+  if (isThenable(consumed)) {
+    consumed.then(() => { admitted(ctx, request, origin, presented, entry, done) }, (err: unknown) => { refused(ctx, request, entry, cookieless(err, request), done) })
+  } else {
+    admitted(ctx, request, origin, presented, entry, done)
+  }
+}
+
+/** 3. the result on the request, once the socket's life (if followed) has admitted it. */
+function admitted (ctx: GuardContext, request: FastifyRequest, origin: string | null, presented: PresentedToken | null, entry: SocketEntry | null, done: HookHandlerDoneFunction): void {
+  if (presented?.viaProtocol === true) {
+    // ws then selects one of the client's other protocols, never the token entry
+    // (never empty: a token entry offered alone was refused)
+    const protocols = presented.protocols as string
+    const headers = request.raw.headers
+    headers['sec-websocket-protocol'] = protocols
+    if (request.headers !== headers) request.headers = { ...request.headers, 'sec-websocket-protocol': protocols }
+  }
+  const token = presented === null ? null : presented.token
+  if (entry === null) return accept(ctx, request, new GuardResult(origin, token, null), token, done)
+  ;(ctx.sockets as SocketTracker).admit(request, entry, origin, token).then(
+    (result) => { accept(ctx, request, result, token, done) },
+    (err: unknown) => { refused(ctx, request, entry, err, done) }
+  )
+}
+
+function accept (ctx: GuardContext, request: FastifyRequest, result: GuardResult, token: string | null, done: HookHandlerDoneFunction): void {
+  request.websocketGuard = result
+  publishAccept(request, token, ctx.opts.queryParam)
+  done()
+}
+
+function refused (ctx: GuardContext, request: FastifyRequest, entry: SocketEntry | null, err: unknown, done: HookHandlerDoneFunction): void {
+  if (entry !== null) ctx.sockets?.release(entry)
+  if (isRefusal(err)) ctx.refuse(request, err)
+  done(err as Error)
+}
+
+function presentedOf ({ opts }: GuardContext, request: FastifyRequest): PresentedToken {
   // the raw headers are what the upgrade reads, whatever the app did to request.headers
-  const headers = request.raw.headers
-  const protocols = headers['sec-websocket-protocol']
-  const presented = presentedToken(request.url, typeof protocols === 'string' ? protocols : undefined, opts.queryParam, opts.protocolPrefix)
+  const protocols = request.raw.headers['sec-websocket-protocol']
+  return presentedToken(request.url, typeof protocols === 'string' ? protocols : undefined, opts.queryParam, opts.protocolPrefix)
+}
+
+function consumePresented ({ opts, backend }: GuardContext, request: FastifyRequest, token: string): Promise<void> | void {
   const session = sessionOf(request, opts.sessionKey)
   if (session === null) {
     throw new WebsocketGuardNoSession(`fastify-websocket-guard: this upgrade has no usable session; is ${opts.sessionPlugin} registered for it, and does its cookie's path cover ${pathOf(request.url).split(/[#;]/, 1)[0] as string}?`)
   }
-  try {
-    await backend.consume(request, session, presented.token, pathOf(request.url))
-  } catch (err) {
-    // the commonest first-hour mistake: a Secure cookie over http, or a path that misses
-    if (err instanceof NoWebsocketTokenStored && request.headers.cookie === undefined) throw new NoWebsocketTokenStored(NO_COOKIE)
-    throw err
-  }
-  if (presented.viaProtocol) {
-    // ws then selects one of the client's other protocols, never the token entry
-    // (never empty: a token entry offered alone was refused)
-    headers['sec-websocket-protocol'] = presented.protocols
-    if (request.headers !== headers) request.headers = { ...request.headers, 'sec-websocket-protocol': presented.protocols }
-  }
-  return presented.token
+  return backend.consume(request, session, token, pathOf(request.url))
+}
+
+/** The commonest first-hour mistake: a Secure cookie over http, or a path that misses. */
+function cookieless (err: unknown, request: FastifyRequest): unknown {
+  return err instanceof NoWebsocketTokenStored && request.headers.cookie === undefined ? new NoWebsocketTokenStored(NO_COOKIE) : err
 }
 
 const NO_COOKIE = 'No websocket token in session: the upgrade carried no session cookie (over plain http the session cookie must not be Secure, and its path must cover this route)'

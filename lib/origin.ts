@@ -115,7 +115,10 @@ function compileEntry (entry: unknown, into: CompiledOrigins, label: string): vo
 }
 
 /** A test of an origin already normalised by `normaliseOrigin`. */
-export type NormalisedOriginMatcher = (normalised: string) => boolean
+export type NormalisedOriginMatcher = ((normalised: string) => boolean) & {
+  /** the exact entries, normalised: a header byte-equal to one is allowed without parsing */
+  exact?: ReadonlySet<string>
+}
 
 /**
  * Compiles an allow-list once, at registration, into a test of normalised origins: the guard
@@ -133,7 +136,7 @@ export function compileOriginList (origins: OriginEntry | OriginEntry[], label =
   for (const entry of list) compileEntry(entry, compiled, label)
   const { exact, wildcards, patterns } = compiled
 
-  return function matchNormalised (normalised: string): boolean {
+  return Object.assign(function matchNormalised (normalised: string): boolean {
     if (exact.has(normalised)) return true
     for (const { prefix, suffix } of wildcards) {
       // at least one label before the suffix: "https://" + "a" + ".example.com"
@@ -146,7 +149,7 @@ export function compileOriginList (origins: OriginEntry | OriginEntry[], label =
       if (re.test(normalised)) return true
     }
     return false
-  }
+  }, { exact })
 }
 
 /**
@@ -179,24 +182,39 @@ export function compileOrigins (origins: unknown, option: string, timeout: numbe
 
 /**
  * The normalised origin when `check` allows it; otherwise throws `WebsocketOriginNotAllowed`
- * (with the origin it expected, under the same-origin default).
+ * (with the origin it expected, under the same-origin default). Synchronous but for a user
+ * function's answer.
  */
-async function allowedOrigin (check: OriginCheck, origin: string, request: FastifyRequest): Promise<string> {
-  const normalised = normaliseOrigin(origin)
+function allowedOrigin (check: OriginCheck, origin: string, request: FastifyRequest): string | Promise<string> {
   switch (check.kind) {
-    case 'list':
+    case 'list': {
+      // A header byte-equal to a normalised entry is that entry: nothing to parse. The set
+      // holds only strings that normalise to themselves, so this allows nothing more.
+      if (check.match.exact?.has(origin) === true) return origin
+      const normalised = normaliseOrigin(origin)
       if (normalised !== null && check.match(normalised)) return normalised
       break
-    case 'function':
-      if (normalised !== null && await askOriginFunction(check, origin, request)) return normalised
+    }
+    case 'function': {
+      const normalised = normaliseOrigin(origin)
+      if (normalised !== null) return askOriginFunction(check, origin, request).then((allowed) => allowedOrRefused(allowed, normalised))
       break
+    }
     default: {
       // injectWS makes requests without a socket (no protocol) and maybe without a Host
-      const expected = normaliseOrigin(`${request.protocol ?? 'http'}://${request.host || 'localhost'}`)
-      if (normalised !== null && expected === normalised) return normalised
+      const own = `${request.protocol ?? 'http'}://${request.host || 'localhost'}`
+      // byte-equal to what this request's own origin spells: one parse instead of two
+      const expected = normaliseOrigin(own)
+      if (origin === own && expected !== null) return expected
+      if (expected !== null && expected === normaliseOrigin(origin)) return expected
       throw new WebsocketOriginNotAllowed(undefined, expected)
     }
   }
+  throw new WebsocketOriginNotAllowed()
+}
+
+function allowedOrRefused (allowed: boolean, normalised: string): string {
+  if (allowed) return normalised
   throw new WebsocketOriginNotAllowed()
 }
 
@@ -215,13 +233,13 @@ async function askOriginFunction (check: { fn: OriginFunction, timeout: number }
  * The upgrade's origin decision: the normalised allowed origin, or `null` when none was sent
  * and the route allows that; throws `WebsocketOriginNotAllowed` otherwise.
  */
-export async function upgradeOrigin (check: OriginCheck, allowMissing: boolean, request: FastifyRequest): Promise<string | null> {
+export function upgradeOrigin (check: OriginCheck, allowMissing: boolean, request: FastifyRequest): string | null | Promise<string> {
   const header = request.headers.origin
   if (header === undefined) {
     if (allowMissing) return null
     throw new WebsocketOriginNotAllowed('Origin header missing')
   }
-  return await allowedOrigin(check, header, request)
+  return allowedOrigin(check, header, request)
 }
 
 /**
@@ -230,12 +248,13 @@ export async function upgradeOrigin (check: OriginCheck, allowMissing: boolean, 
  * fetch) sends no Origin yet could make us issue tokens that evict the user's pending ones:
  * it must show an allowed Origin.
  */
-export async function checkTokenRequestOrigin (check: OriginCheck, request: FastifyRequest): Promise<void> {
+export function checkTokenRequestOrigin (check: OriginCheck, request: FastifyRequest): string | Promise<string> | undefined {
   const site = request.headers['sec-fetch-site']
   const header = request.headers.origin
   if (site !== undefined && site !== 'same-origin' && site !== 'none' &&
       (header === undefined || site.includes('cross-site'))) {
     throw new WebsocketOriginNotAllowed('Cross-site token request')
   }
-  if (header !== undefined) await allowedOrigin(check, header, request)
+  if (header !== undefined) return allowedOrigin(check, header, request)
+  return undefined
 }

@@ -11,18 +11,33 @@ import { fail, isRequestPath, REQUEST_PATH_RULE } from './options'
 import { checkTokenRequestOrigin } from './origin'
 import { sessionOf } from './session'
 import type { IssuedToken } from './tokens'
+import { isThenable } from './deadline'
 
+/**
+ * Synchronous where nothing waits (an allow-list or same-origin check, a store that answers
+ * at once): Fastify sends a returned value as it sends a resolved one.
+ */
 export function tokenRouteHandler (ctx: GuardContext): RouteHandlerMethod {
-  return async function issueWebsocketTokenRoute (request: FastifyRequest, reply: FastifyReply): Promise<IssuedToken> {
+  return function issueWebsocketTokenRoute (request: FastifyRequest, reply: FastifyReply): IssuedToken | Promise<IssuedToken> {
     try {
-      await checkTokenRequestOrigin(ctx.opts.origins, request)
-      const issued = await issueTokenNow(ctx, request, boundPath(request.query))
-      reply.header('cache-control', 'no-store')
-      return issued
+      const checked = checkTokenRequestOrigin(ctx.opts.origins, request)
+      const issued = isThenable(checked) ? checked.then(() => issueFromRoute(ctx, request, reply)) : issueFromRoute(ctx, request, reply)
+      return isThenable(issued) ? issued.catch(refusedBy(ctx, request)) : issued
     } catch (err) {
-      if (isRefusal(err)) ctx.refuse(request, err)
-      throw err
+      return refusedBy(ctx, request)(err)
     }
+  }
+}
+
+function issueFromRoute (ctx: GuardContext, request: FastifyRequest, reply: FastifyReply): IssuedToken | Promise<IssuedToken> {
+  reply.header('cache-control', 'no-store')
+  return issueTokenNow(ctx, request, boundPath(request.query))
+}
+
+function refusedBy (ctx: GuardContext, request: FastifyRequest): (err: unknown) => never {
+  return (err) => {
+    if (isRefusal(err)) ctx.refuse(request, err)
+    throw err
   }
 }
 
@@ -42,13 +57,18 @@ export function issueTokenFor (ctx: GuardContext): (request: FastifyRequest, opt
   }
 }
 
-async function issueTokenNow (ctx: GuardContext, request: FastifyRequest, path: string | null): Promise<IssuedToken> {
+function issueTokenNow (ctx: GuardContext, request: FastifyRequest, path: string | null): IssuedToken | Promise<IssuedToken> {
   const session = sessionOf(request, null)
   if (session === null) {
     throw new WebsocketGuardNoSession(`fastify-websocket-guard: no usable session on this request; is ${ctx.opts.sessionPlugin} registered for it, and does its cookie's path cover it?`)
   }
   warnInsecureCookie(ctx, request, session as { cookie?: { secure?: unknown } })
-  const issued = await ctx.backend.issue(request, session, path)
+  const issued = ctx.backend.issue(request, session, path)
+  if (isThenable(issued)) return issued.then((done) => published(request, path, done))
+  return published(request, path, issued)
+}
+
+function published (request: FastifyRequest, path: string | null, issued: IssuedToken): IssuedToken {
   publishToken(request, path, issued.expiresAt)
   return issued
 }

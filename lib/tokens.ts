@@ -83,14 +83,49 @@ export function findToken (records: readonly StoredToken[], hash: string, path: 
 
 /** Records after issuing `record`: expired ones dropped, then the oldest beyond `maxTokens`. */
 export function addToken (records: readonly StoredToken[], record: StoredToken, maxTokens: number, now: number): StoredToken[] {
-  // concat sizes the array exactly; push() would give every session's array room for 17
-  const live = records.filter(isLive, now).concat(record)
-  return live.length > maxTokens ? live.slice(live.length - maxTokens) : live
+  let live = 0
+  for (const r of records) if (r.expiresAt > now) live++
+  // one pass into an array of exactly the kept length: push() would give it room for 17
+  let skip = Math.max(0, live + 1 - maxTokens)
+  const kept = new Array<StoredToken>(live - skip + 1)
+  let n = 0
+  for (const r of records) {
+    if (r.expiresAt <= now) continue
+    if (skip > 0) skip--
+    else kept[n++] = r
+  }
+  kept[n] = record
+  return kept
 }
 
-function isLive (this: number, record: StoredToken): boolean {
-  return record.expiresAt > this
+/**
+ * A record as kept in a session: one string, `hash:expiresAt` or `hash:expiresAt:path`.
+ * @fastify/session hashes and serialises the whole session on every request, so every byte
+ * a record adds there costs on every request of that session.
+ */
+export function encodeRecord (record: StoredToken): string {
+  const text = record.path === null ? `${record.hash}:${record.expiresAt}` : `${record.hash}:${record.expiresAt}:${record.path}`
+  // one flat string: a concatenation is kept as a tree of its parts, twice the memory. The
+  // round trip keeps every well-formed string as it is (and a lone surrogate, which no
+  // request path can hold, stays a path no request has).
+  return Buffer.from(text, 'utf8').toString('utf8')
 }
+
+/** The record a session string stands for, or `null` for anything malformed (fail closed). */
+export function decodeRecord (text: string): StoredToken | null {
+  const first = text.indexOf(':')
+  if (first < 1) return null
+  let second = text.indexOf(':', first + 1)
+  if (second === -1) second = text.length
+  // Number('') is 0 and Number(' 1') is 1: only digits, so that no other string passes
+  const expiry = text.slice(first + 1, second)
+  if (!DIGITS.test(expiry)) return null
+  const path = second === text.length ? null : text.slice(second + 1)
+  if (path === '') return null
+  return { hash: text.slice(0, first), expiresAt: Number(expiry), path }
+}
+
+const DIGITS = /^[0-9]{1,16}$/
 
 /** Throws the security error that an outcome other than `'consumed'` stands for. */
 export function assertConsumed (outcome: ConsumeOutcome): void {

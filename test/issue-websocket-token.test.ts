@@ -1,7 +1,7 @@
 // issueWebsocketToken (API.md "Functions"): what it stores in a session (a hash, never the
 // token), path binding, tokenTTL, maxTokens, and the arguments it refuses.
 import t from 'tap'
-import { consumeWebsocketToken, issueWebsocketToken } from '../lib/backends/session'
+import { consumeWebsocketToken, issueWebsocketToken, sessionTokens } from '../lib/backends/session'
 import type { SessionLike } from '../lib/session'
 import { hashToken } from '../lib/tokens'
 import type { StoredToken } from '../lib/stores/types'
@@ -13,7 +13,8 @@ for (const kind of kinds()) {
     const s = kind.make()
     const token = issueWebsocketToken(s)
     t.match(token, /^[A-Za-z0-9_-]{43}$/)
-    const stored = kind.read(s).websocket_token as StoredToken[]
+    const stored = sessionTokens(kind.read(s).websocket_token)
+    t.match(kind.read(s).websocket_token, [/^[A-Za-z0-9_-]{43}:\d+$/], 'one compact string per record')
     t.equal(stored.length, 1)
     t.equal(stored[0]?.hash, hashToken(token), 'only the hash is stored')
     t.equal(stored[0]?.path, null)
@@ -28,14 +29,14 @@ t.test('path binding, TTL and maxTokens', async (t) => {
   const s: Record<string, unknown> = {}
   const before = Date.now()
   const bound = issueWebsocketToken(s, { path: '/chat', tokenTTL: 5000 })
-  const records = s.websocket_token as StoredToken[]
+  const records = sessionTokens(s.websocket_token)
   t.equal(records[0]?.path, '/chat')
   t.ok((records[0] as StoredToken).expiresAt >= before + 5000 && (records[0] as StoredToken).expiresAt <= Date.now() + 5000, 'expiresAt = now + tokenTTL')
   t.throws(() => consumeWebsocketToken('/admin?token=' + bound, s), WebsocketTokenMismatch)
   t.equal(consumeWebsocketToken('/chat?token=' + bound, s), bound)
 
   const defaultTTL = issueWebsocketToken(s)
-  const expiresAt = (s.websocket_token as StoredToken[])[0]?.expiresAt as number
+  const expiresAt = sessionTokens(s.websocket_token)[0]?.expiresAt as number
   t.ok(expiresAt - Date.now() > 59_000 && expiresAt - Date.now() <= 60_000, 'default TTL 60 s')
   consumeWebsocketToken('/?token=' + defaultTTL, s)
 

@@ -13,9 +13,10 @@ import { sessionBackend } from './session'
 import { storeBackend } from './store'
 
 export interface TokenBackend {
-  issue (request: FastifyRequest, session: SessionLike, path: string | null): Promise<IssuedToken>
+  /** Synchronous where nothing had to wait: a promise only for a store that did not answer at once. */
+  issue (request: FastifyRequest, session: SessionLike, path: string | null): Promise<IssuedToken> | IssuedToken
   /** Consumes `token` or throws the refusal: a security error, or a 503 when a store failed. */
-  consume (request: FastifyRequest, session: SessionLike, token: string, path: string): Promise<void>
+  consume (request: FastifyRequest, session: SessionLike, token: string, path: string): Promise<void> | void
   /**
    * Makes the tokens that `stored` names (what `session` held under sessionKey, read before
    * the session plugin cleared it) unusable, in every copy of the session.

@@ -2,38 +2,42 @@
  * Tokens kept in the user's session itself (the default with @fastify/session), and the
  * seed's functions, which work the same way on any session or plain object.
  */
-import { WebsocketGuardOptionError, WebsocketGuardStoreUnavailable } from '../errors'
+import { hash, randomBytes } from 'node:crypto'
+import type { FastifyRequest } from 'fastify'
+import { WebsocketGuardOptionError, type WebsocketGuardStoreUnavailable } from '../errors'
 import { checkSessionKey, DEFAULTS, fail, isRequestPath, positive, REQUEST_PATH_RULE, type ResolvedOptions } from '../options'
 import { readSession, writeSession, type SessionLike } from '../session'
+import { tokenTable, type TokenTable } from '../stores/memory'
 import type { StoredToken } from '../stores/types'
-import { addToken, assertConsumed, findToken, hashToken, MAX_PRESENTED_LENGTH, newToken, pathOf, presentedToken, type IssuedToken } from '../tokens'
+import { assertConsumed, decodeRecord, encodeRecord, findToken, hashToken, MAX_PRESENTED_LENGTH, newToken, pathOf, presentedToken, type IssuedToken } from '../tokens'
 import { storeCall } from '../deadline'
 import type { TokenBackend } from './index'
 
 export function sessionBackend (opts: ResolvedOptions): TokenBackend {
   const spent = new SpentTokens()
+  const { sessionKey, tokenTTL, maxTokens, storeTimeout } = opts
   return {
-    async issue (_request, session, path) {
-      return issueInSession(session, opts.sessionKey, opts.tokenTTL, opts.maxTokens, path)
+    issue (request, session, path) {
+      const value = readSession(session, sessionKey)
+      // tokens the app itself issued into the session stay there, beside new ones
+      if (isLocalId(value) || (value === undefined && besideMemoryStore(request))) {
+        return issueLocally(session, sessionKey, value, tokenTTL, maxTokens, path)
+      }
+      return issueInSession(session, sessionKey, tokenTTL, maxTokens, path)
     },
-    async consume (request, session, token, path) {
-      consumeInSession(session, opts.sessionKey, token, path, spent)
+    consume (request, session, token, path) {
+      // beside @fastify/session's MemoryStore the session itself does not change: no save
+      if (!consumeInSession(session, sessionKey, token, path, spent)) return
       // @fastify/session saves in onSend, which a successful upgrade never reaches
       const save = (session as { save?: () => Promise<void> }).save
       if (typeof save !== 'function') return
-      try {
-        await storeCall(save.call(session), opts.storeTimeout)
-      } catch (err) {
-        // The session store just failed or hung on our save. @fastify/session would try the
-        // same save again in onSend, then answer with the store's own error instead of this
-        // 503, or never answer at all: the request lets go of its session.
-        (request as unknown as { session: unknown }).session = null
-        throw err as WebsocketGuardStoreUnavailable
-      }
+      return saveNow(request, save.call(session), storeTimeout)
     },
     async revoke (session, stored) {
       // another copy of the session (a replayed cookie, a request that saves it again) still
       // holds them: spent here, they are refused in this process whichever copy shows them
+      // beside the MemoryStore: the id's tokens dropped, for every copy of the session
+      if (isLocalId(stored)) localTable?.revoke(stored)
       const now = Date.now()
       for (const record of sessionTokens(stored)) spent.spend(record.hash, record.expiresAt, now)
       writeSession(session, opts.sessionKey, undefined)
@@ -42,26 +46,155 @@ export function sessionBackend (opts: ResolvedOptions): TokenBackend {
   }
 }
 
-/** Issues a token into the session itself. The array is replaced, never mutated: a session
- * store may share it with other requests until this one is saved. */
-export function issueInSession (session: SessionLike, sessionKey: string, tokenTTL: number, maxTokens: number, path: string | null): IssuedToken {
-  const now = Date.now()
-  const { issued, record } = newToken(tokenTTL, path, now)
-  writeSession(session, sessionKey, addToken(sessionTokens(readSession(session, sessionKey)), record, maxTokens, now))
+async function saveNow (request: FastifyRequest, saved: Promise<void>, storeTimeout: number): Promise<void> {
+  try {
+    await storeCall(saved, storeTimeout)
+  } catch (err) {
+    // The session store just failed or hung on our save. @fastify/session would try the
+    // same save again in onSend, then answer with the store's own error instead of this
+    // 503, or never answer at all: the request lets go of its session.
+    (request as unknown as { session: unknown }).session = null
+    throw err as WebsocketGuardStoreUnavailable
+  }
+}
+
+/**
+ * Tokens beside @fastify/session's default in-process MemoryStore. Its sessions live in this
+ * process only, so their tokens can too: the session keeps only an id (written once, at its
+ * first token), every consume is one synchronous check-and-delete here (exactly once, with no
+ * session save at the upgrade and no record of spent tokens), and @fastify/session has less
+ * to hash and copy on every request. Shared by every instance of the plugin in the process,
+ * as a MemoryStore may be; expired tokens are swept.
+ */
+let localTable: TokenTable | undefined
+
+/** A session's local id, as kept under `sessionKey`; never a token, so never matched as one. */
+export const LOCAL_ID_PREFIX = 'wsg-local:'
+
+export function isLocalId (value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith(LOCAL_ID_PREFIX)
+}
+
+// @fastify/session's own MemoryStore, if this package can load the same copy the app uses
+const memoryStore = optionalExport('@fastify/session', 'MemoryStore') as { prototype: Record<string, unknown> } | undefined
+
+/** `module[name]`, or `undefined` when the module cannot be loaded (an optional peer). */
+export function optionalExport (module: string, name: string): unknown {
+  try {
+    return (require(module) as Record<string, unknown>)[name]
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether the request's sessions are kept by @fastify/session's MemoryStore itself, with its
+ * plain Map: a subclass, a patched method or another Map could keep them elsewhere (shared
+ * between processes), and tokens must then stay in the session.
+ */
+export function besideMemoryStore (request: FastifyRequest): boolean {
+  const store = (request as { sessionStore?: Record<string, unknown> }).sessionStore
+  if (memoryStore === undefined || typeof store !== 'object' || store === null) return false
+  const proto = memoryStore.prototype
+  return Object.getPrototypeOf(store) === proto && store.get === proto.get && store.set === proto.set &&
+    typeof store.store === 'object' && store.store !== null && Object.getPrototypeOf(store.store) === Map.prototype
+}
+
+function issueLocally (session: SessionLike, sessionKey: string, value: unknown, tokenTTL: number, maxTokens: number, path: string | null): IssuedToken {
+  let id = value as string | undefined
+  if (id === undefined) {
+    id = LOCAL_ID_PREFIX + localId(session)
+    writeSession(session, sessionKey, id)
+  }
+  // an unbounded number of ids: a cap would let a flood of new sessions evict the pending
+  // tokens of others, and the sessions themselves are held in this process already
+  localTable ??= tokenTable(30_000, Infinity)
+  const { issued, record } = newToken(tokenTTL, path, Date.now())
+  localTable.issue(id, record, maxTokens)
   return issued
 }
 
 /**
- * The session's tokens. A plain string is a token stored by the seed's convention (no expiry,
- * no path); anything unrecognised counts as no tokens rather than as an error.
+ * Derived from @fastify/session's session id, so that two first token requests of one
+ * session (two tabs) agree; random for a plain object, which has none.
+ */
+function localId (session: SessionLike): string {
+  const sessionId = (session as { sessionId?: unknown }).sessionId
+  if (typeof sessionId !== 'string') return randomBytes(16).toString('base64url')
+  return hash('sha256', 'fastify-websocket-guard:local:' + sessionId, 'base64url').slice(0, 22)
+}
+
+/** Tokens the local table holds for a session's local id (for tests). */
+export function localTokenCount (id: string): number {
+  return localTable?.count(id) ?? 0
+}
+
+/** Consumes from the local table when the session's tokens are there: true when consumed. */
+function consumeLocally (session: SessionLike, sessionKey: string, token: string, path: string): boolean {
+  const id = readSession(session, sessionKey)
+  if (!isLocalId(id)) return false
+  // a table this process never made holds none of the session's tokens
+  assertConsumed(localTable === undefined ? 'none-stored' : localTable.consume(id, hashToken(token), path, Date.now()))
+  return true
+}
+
+/** Issues a token into the session itself. The array is replaced, never mutated: a session
+ * store may share it with other requests until this one is saved. */
+export function issueInSession (session: SessionLike, sessionKey: string, tokenTTL: number, maxTokens: number, path: string | null): IssuedToken {
+  const value = readSession(session, sessionKey)
+  if (isLocalId(value)) return issueLocally(session, sessionKey, value, tokenTTL, maxTokens, path)
+  const now = Date.now()
+  const { issued, record } = newToken(tokenTTL, path, now)
+  // one pass: live entries kept as the strings they are, the new one added
+  const kept: string[] = []
+  if (Array.isArray(value)) {
+    for (const entry of value) {
+      const live = liveEntry(entry, now)
+      if (live !== null) kept.push(live)
+    }
+  } else {
+    const seed = seedRecord(value)
+    if (seed !== null) kept.push(encodeRecord(seed))
+  }
+  kept.push(encodeRecord(record))
+  // a copy of exactly its length: push() gave the array room for 17
+  writeSession(session, sessionKey, kept.slice(Math.max(0, kept.length - maxTokens)))
+  return issued
+}
+
+/** A session entry as a compact string when it is a live record, else `null`. */
+function liveEntry (entry: unknown, now: number): string | null {
+  if (typeof entry === 'string') {
+    const record = decodeRecord(entry)
+    return record !== null && record.expiresAt > now ? entry : null
+  }
+  // the records of earlier versions: objects
+  return isStoredToken(entry) && entry.expiresAt > now ? encodeRecord(entry) : null
+}
+
+/** A plain string is a token stored by the seed's convention (no expiry, no path). */
+function seedRecord (value: unknown): StoredToken | null {
+  if (typeof value !== 'string' || value === '' || value.length > MAX_PRESENTED_LENGTH || isLocalId(value)) return null
+  // "never" as a finite number: Infinity would become null in a JSON session store, and
+  // issuing a token next to a seed token would then silently drop the seed token
+  return { hash: hashToken(value), expiresAt: Number.MAX_SAFE_INTEGER, path: null }
+}
+
+/**
+ * The session's tokens: compact strings, the objects of earlier versions, or a seed token;
+ * anything unrecognised counts as no tokens rather than as an error.
  */
 export function sessionTokens (value: unknown): StoredToken[] {
-  if (typeof value === 'string' && value !== '' && value.length <= MAX_PRESENTED_LENGTH) {
-    // "never" as a finite number: Infinity would become null in a JSON session store, and
-    // issuing a token next to a seed token would then silently drop the seed token
-    return [{ hash: hashToken(value), expiresAt: Number.MAX_SAFE_INTEGER, path: null }]
+  if (!Array.isArray(value)) {
+    const seed = seedRecord(value)
+    return seed === null ? [] : [seed]
   }
-  return Array.isArray(value) ? value.filter(isStoredToken) : []
+  const records: StoredToken[] = []
+  for (const entry of value) {
+    const record = typeof entry === 'string' ? decodeRecord(entry) : isStoredToken(entry) ? entry : null
+    if (record !== null) records.push(record)
+  }
+  return records
 }
 
 function isStoredToken (value: unknown): value is StoredToken {
@@ -73,9 +206,11 @@ function isStoredToken (value: unknown): value is StoredToken {
 
 /**
  * Consumes the presented token from the session: removes it when it matches, and throws the
- * matching security error, changing nothing, otherwise.
+ * matching security error, changing nothing, otherwise. True when the session itself changed
+ * (and needs saving), false when the token was beside the session.
  */
-export function consumeInSession (session: SessionLike, sessionKey: string, token: string, path: string, spent?: SpentTokens): void {
+export function consumeInSession (session: SessionLike, sessionKey: string, token: string, path: string, spent?: SpentTokens): boolean {
+  if (consumeLocally(session, sessionKey, token, path)) return false
   const now = Date.now()
   const records = sessionTokens(readSession(session, sessionKey))
   const hash = hashToken(token)
@@ -86,8 +221,14 @@ export function consumeInSession (session: SessionLike, sessionKey: string, toke
     // consumed by a concurrent upgrade that loaded the same session: as if already removed
     assertConsumed(records.length > 1 ? 'mismatch' : 'none-stored')
   }
-  const remaining = records.filter((_, i) => i !== index)
-  writeSession(session, sessionKey, remaining.length === 0 ? undefined : remaining)
+  if (records.length === 1) {
+    writeSession(session, sessionKey, undefined)
+    return true
+  }
+  const remaining = new Array<string>(records.length - 1)
+  for (let i = 0, n = 0; i < records.length; i++) if (i !== index) remaining[n++] = encodeRecord(records[i] as StoredToken)
+  writeSession(session, sessionKey, remaining)
+  return true
 }
 
 /**

@@ -2,27 +2,36 @@
 import { hash, randomBytes } from 'node:crypto'
 import type { ResolvedOptions } from '../options'
 import { readSession, writeSession, type SessionLike } from '../session'
+import { TOKEN_TABLE, type TokenTable } from '../stores/memory'
 import type { TokenStore } from '../stores/types'
-import { assertConsumed, hashToken, newToken } from '../tokens'
-import { storeCall } from '../deadline'
+import { assertConsumed, hashToken, newToken, type IssuedToken } from '../tokens'
+import { isThenable, storeAnswer } from '../deadline'
 import type { TokenBackend } from './index'
 
 export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: boolean): TokenBackend {
+  const { sessionKey, tokenTTL, maxTokens, storeTimeout } = opts
+  // the in-memory store answers at once: called synchronously, nothing waits on it
+  const table = (store as { [TOKEN_TABLE]?: TokenTable })[TOKEN_TABLE]
   return {
-    async issue (_request, session, path) {
-      let id = readSession(session, opts.sessionKey)
+    issue (_request, session, path) {
+      let id = readSession(session, sessionKey)
       if (typeof id !== 'string') {
         id = storeId(session)
-        writeSession(session, opts.sessionKey, id)
+        writeSession(session, sessionKey, id)
       }
-      const { issued, record } = newToken(opts.tokenTTL, path, Date.now())
-      await storeCall(store.issue(id as string, record, opts.maxTokens), opts.storeTimeout)
-      return issued
+      const { issued, record } = newToken(tokenTTL, path, Date.now())
+      if (table !== undefined) {
+        table.issue(id as string, record, maxTokens)
+        return issued
+      }
+      return issuedOnce(storeAnswer(store.issue(id as string, record, maxTokens), storeTimeout), issued)
     },
-    async consume (_request, session, token, path) {
-      const id = readSession(session, opts.sessionKey)
+    consume (_request, session, token, path) {
+      const id = readSession(session, sessionKey)
       if (typeof id !== 'string') return assertConsumed('none-stored')
-      assertConsumed(await storeCall(store.consume(id, hashToken(token), path, Date.now()), opts.storeTimeout))
+      if (table !== undefined) return assertConsumed(table.consume(id, hashToken(token), path, Date.now()))
+      const outcome = storeAnswer(store.consume(id, hashToken(token), path, Date.now()), storeTimeout)
+      return isThenable(outcome) ? outcome.then(assertConsumed) : assertConsumed(outcome)
     },
     async revoke (_session, stored) {
       // the id stays: tokens issued from now on are the session's again
@@ -33,6 +42,10 @@ export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: b
       if (owned) await store.close?.()
     }
   }
+}
+
+function issuedOnce (stored: Promise<void> | void, issued: IssuedToken): Promise<IssuedToken> | IssuedToken {
+  return isThenable(stored) ? stored.then(() => issued) : issued
 }
 
 /**

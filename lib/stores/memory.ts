@@ -32,11 +32,25 @@ function recordsOf (entry: Entry | undefined): StoredToken[] {
   return entry === undefined ? [] : Array.isArray(entry) ? entry : [entry]
 }
 
-export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): MemoryTokenStore {
-  const given = options as Record<string, unknown>
-  // setInterval turns anything above 2^31 - 1 ms into 1 ms: a sweep per millisecond
-  const sweepInterval = positive(given, 'sweepInterval', 30_000, false, MAX_TIMER_DELAY)
-  const maxIds = positive(given, 'maxIds', 100_000, true)
+/**
+ * The store's synchronous core, also used directly where nothing must wait: by the default
+ * @fastify/session path (tokens beside its in-process MemoryStore) and by the server-side
+ * path with the default store of @fastify/secure-session.
+ */
+export interface TokenTable {
+  readonly size: number
+  /** tokens held for `id`, expired ones included until swept (for tests) */
+  count (id: string): number
+  issue (id: string, token: StoredToken, maxTokens: number): void
+  consume (id: string, hash: string, path: string, now: number): ConsumeOutcome
+  revoke (id: string): void
+  close (): void
+}
+
+/** Where `tokenTable` of a store made by `memoryTokenStore` is found (not public API). */
+export const TOKEN_TABLE = Symbol('fastify-websocket-guard.tokenTable')
+
+export function tokenTable (sweepInterval: number, maxIds: number): TokenTable {
   // Every cookie-less token request brings a new id: without a cap, a flood of them would
   // grow this map for TTL + sweepInterval. Maps iterate in insertion order: the first key
   // is the id that got its first token longest ago.
@@ -63,25 +77,58 @@ export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): Memory
     get size () {
       return tokens.size
     },
-    async issue (id: string, token: StoredToken, maxTokens: number): Promise<void> {
-      if (tokens.size >= maxIds && !tokens.has(id)) {
-        tokens.delete(tokens.keys().next().value as string)
-      }
-      put(id, addToken(recordsOf(tokens.get(id)), token, maxTokens, Date.now()))
+    count (id) {
+      return recordsOf(tokens.get(id)).length
     },
-    async consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome> {
+    issue (id, token, maxTokens) {
+      const entry = tokens.get(id)
+      if (entry === undefined) {
+        if (tokens.size >= maxIds) tokens.delete(tokens.keys().next().value as string)
+        // most sessions hold one token: no array for it
+        tokens.set(id, token)
+        return
+      }
+      put(id, addToken(recordsOf(entry), token, maxTokens, Date.now()))
+    },
+    consume (id, hash, path, now) {
       const records = recordsOf(tokens.get(id))
       const { outcome, index } = findToken(records, hash, path, now)
       // check and delete run in one synchronous step: no other consume can interleave
-      if (outcome === 'consumed') put(id, records.filter((_, i) => i !== index))
+      if (outcome === 'consumed') put(id, records.length === 1 ? [] : records.filter((_, i) => i !== index))
       return outcome
     },
-    async revoke (id: string): Promise<void> {
+    revoke (id) {
       tokens.delete(id)
     },
-    close (): void {
+    close () {
       clearInterval(timer)
       tokens.clear()
     }
   }
+}
+
+export function memoryTokenStore (options: MemoryTokenStoreOptions = {}): MemoryTokenStore {
+  const given = options as Record<string, unknown>
+  // setInterval turns anything above 2^31 - 1 ms into 1 ms: a sweep per millisecond
+  const sweepInterval = positive(given, 'sweepInterval', 30_000, false, MAX_TIMER_DELAY)
+  const maxIds = positive(given, 'maxIds', 100_000, true)
+  const table = tokenTable(sweepInterval, maxIds)
+  return {
+    [TOKEN_TABLE]: table,
+    get size () {
+      return table.size
+    },
+    async issue (id: string, token: StoredToken, maxTokens: number): Promise<void> {
+      table.issue(id, token, maxTokens)
+    },
+    async consume (id: string, hash: string, path: string, now: number): Promise<ConsumeOutcome> {
+      return table.consume(id, hash, path, now)
+    },
+    async revoke (id: string): Promise<void> {
+      table.revoke(id)
+    },
+    close (): void {
+      table.close()
+    }
+  } as MemoryTokenStore
 }
