@@ -330,7 +330,8 @@ async function startCluster ({ primaries = 3, replicas = 1, args = [] } = {}) {
       cli.stdout.on('data', (c) => { out += c })
       cli.stderr.on('data', (c) => { out += c })
       cli.once('error', reject)
-      cli.once('exit', (code) => {
+      // 'close', not 'exit': the output may still be in the pipe when the process exits
+      cli.once('close', (code) => {
         if (code === 0 && out.includes('All 16384 slots covered')) resolve()
         else reject(new Error(`redis-cli --cluster create failed (${code}): ${out.slice(-2000)}`))
       })
