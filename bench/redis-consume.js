@@ -15,20 +15,10 @@
 const { createHash, randomBytes } = require('node:crypto')
 const { join } = require('node:path')
 const redis = require('../scripts/redis')
+const { median, percentile } = require('./common')
 
 const HOST = '127.0.0.1'
 const us = (v) => `${v.toFixed(0)} µs`
-
-function median (values) {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
-
-function percentile (values, p) {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))]
-}
 
 function record () {
   const token = randomBytes(32).toString('base64url')
