@@ -111,7 +111,7 @@ function selected () {
 
 /** A row's verdict: met or not, and whether the goal's limit is within the noise. */
 function verdict (goal, row) {
-  const met = goalMet(goal, row.value)
+  const met = row.informative === true ? null : goalMet(goal, row.value)
   if (met === null) return ''
   const close = row.noise !== undefined && Math.abs(row.value - goalLimit(goal)) <= row.noise
   return `${met ? 'yes' : 'no'}${close ? ', within noise' : ''}`

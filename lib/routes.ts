@@ -15,6 +15,7 @@ import { publishUpgradeReject } from './diagnostics'
 import { WebsocketGuardRouteNotGuarded } from './errors'
 import { guardHook, type GuardContext } from './guard'
 import { resolveRouteGuard } from './options'
+import { upgradeWatched } from './sockets/connections'
 
 /** On a route's `config`: the guard saw the route declared. */
 const SEEN = Symbol('fastify-websocket-guard.seen')
@@ -70,7 +71,10 @@ export function refuseUnvouchedUpgrades (fastify: FastifyInstance, ctx: GuardCon
   const handleUpgrade = wss.handleUpgrade as (req: IncomingMessage, socket: Duplex, head: Buffer, cb: (...args: unknown[]) => void) => void
   wss[WRAPPED] = true
   wss.handleUpgrade = function guardedHandleUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer, cb: (...args: unknown[]) => void) {
-    if ((req as unknown as Record<symbol, unknown>)[VOUCHED] === true) return handleUpgrade.call(this, req, socket, head, cb)
+    if ((req as unknown as Record<symbol, unknown>)[VOUCHED] === true) {
+      // the guard's listener leaves the connection while ws takes it (sockets/connections.ts)
+      return upgradeWatched(this, socket, cb, (upgraded) => { handleUpgrade.call(this, req, socket, head, upgraded) })
+    }
     // the path only: a query or fragment may hold a token
     const path = String(req.url).split(/[?#;]/, 1)[0] as string
     const error = new WebsocketGuardRouteNotGuarded(`Websocket route for ${path} is not guarded: ${FIX}`)

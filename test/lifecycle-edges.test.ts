@@ -224,12 +224,38 @@ t.test('shutdown: app.close() closes guarded sockets as @fastify/websocket does,
     t.ok(await until(() => signals.length === 1))
     await server.close()
     const closed = await closedWithin(socket, 5000)
-    // @fastify/websocket's own preClose sends a close frame without a code (1005); with a
-    // preClose that leaves them open, the guard closes its sockets with 1001
-    t.equal(closed?.code, preClose === undefined ? 1005 : 1001)
+    // 1001 'going away', before @fastify/websocket's own preClose would close it without a
+    // code (1005); with a preClose of the app's that leaves them open too
+    t.equal(closed?.code, 1001)
     t.equal(signals[0]?.aborted, true)
     t.same(held(server), { sockets: 0, groups: 0, users: 0, deadlines: 0 })
   }
+})
+
+t.test('shutdown: a Fastify that refuses hooks once ready still closes every guarded socket, as @fastify/websocket does', async (t) => {
+  const lines: any[] = []
+  const server = Fastify({ logger: { level: 'debug', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } })
+  t.teardown(() => server.close())
+  server.addHook('onReady', function (done) {
+    const addHook = this.addHook
+    this.addHook = function (name: string, fn: any) {
+      if (name === 'onClose') throw new Error('no hooks once ready')
+      return addHook.call(this, name as any, fn)
+    } as any
+    done()
+  })
+  await server.register(cookie)
+  await server.register(session, { secret: SECRET, cookie: { secure: false } })
+  await server.register(websocket)
+  await server.register(websocketGuard)
+  server.get('/chat', { websocket: true }, () => {})
+  await server.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`
+  const socket = await open(new Client(base))
+  await server.close()
+  t.equal((await closedWithin(socket, 5000))?.code, 1005, '@fastify/websocket\'s own close')
+  t.same(held(server), { sockets: 0, groups: 0, users: 0, deadlines: 0 })
+  t.ok(lines.some((line) => line.level === 20 && line.err?.message === 'no hooks once ready' && /shutdown hook/.test(line.msg)))
 })
 
 t.test('a session class the guard cannot probe at registration is learnt from its first session', async (t) => {

@@ -1,6 +1,7 @@
 /**
  * The socket's life (API.md "The socket's life"): every guarded socket belongs to a session
- * group (a random id kept in the session under `${sessionKey}_group`, never the session id)
+ * group (a hash of @fastify/session's session id, never the id itself; a random id kept in an
+ * @fastify/secure-session cookie under `${sessionKey}_group`)
  * and, with `identify`, to a user id; the guard closes it when its session ends or is closed
  * by hand, when it outlives its session's expiry or `maxSocketLifetime`, and when
  * revalidation finds its session gone, on every instance that shares the store's close bus.
@@ -15,7 +16,7 @@
  * With all of closeOnSessionEnd, identify, maxSocketLifetime and revalidateInterval off, the
  * guard follows no socket: nothing is registered or allocated per upgrade.
  */
-import { randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { storeCall } from '../deadline'
 import type { TokenBackend } from '../backends/index'
@@ -25,6 +26,7 @@ import { readSession, sessionOf, writeSession, type SessionLike } from '../sessi
 import type { CloseListener, CloseMessage, CloseSubscription } from '../stores/types'
 import { clock, EPOCH, FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, TrackedEntry, type Close, type GuardedSocket } from './registry'
 import { GuardResult } from './result'
+import { hasClosed, unwatch, watch, type ConnectionWatcher, type WebsocketServer } from './connections'
 import { addEnder, removeEnder, wrapFastifySession, wrapSecureSession, type Ended, type Ender } from './session-end'
 
 export { GuardResult } from './result'
@@ -80,13 +82,11 @@ const MAX_ENDED = 100_000
  */
 const CLOCK_MARGIN = 5_000
 
-/** What the guard uses of @fastify/websocket's server. */
-interface WebsocketServer {
-  on (event: 'connection', listener: (socket: GuardedSocket, raw: object) => void): unknown
-  off (event: 'connection', listener: (socket: GuardedSocket, raw: object) => void): unknown
+type Transport = {
+  destroyed?: boolean
+  on (event: 'close', listener: (this: object) => void): unknown
+  removeListener (event: 'close', listener: (this: object) => void): unknown
 }
-
-type Transport = { destroyed?: boolean, on (event: 'close', listener: (this: object) => void): unknown }
 
 let wsSocketSymbol: symbol | undefined
 
@@ -150,9 +150,8 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   const tracking = opts.closeOnSessionEnd || opts.identify !== undefined || opts.maxSocketLifetime !== false || opts.revalidateInterval !== false
   const registry = tracking ? new Registry() : null
   const ended = new EndedGroups(opts.tokenTTL + opts.storeTimeout)
-  const transports = new WeakMap<object, SocketEntry>()
-  // groups made at the upgrade, whose session must be saved for its end to find them
-  const unsaved = new WeakSet<SocketEntry>()
+  // each entry by its connection while the upgrade is under way, by its socket once open
+  const entries = new WeakMap<object, SocketEntry>()
   // users, revalidation: every entry has the fields for them (deadlines: those that have one)
   const tracksMore = opts.identify !== undefined || opts.revalidateInterval !== false
   let subscription: CloseSubscription | null = null
@@ -163,6 +162,27 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     const group = randomBytes(16).toString('base64url')
     if (session !== null) writeSession(session, groupKey, group)
     return group
+  }
+
+  /**
+   * The session's group. Derived from @fastify/session's session id (a hash: never the id
+   * itself), so that every request of the session agrees on it: a random group written by the
+   * first token requests of a session (tabs opening at once) would differ from request to
+   * request, and the session saved last would keep one of them, leaving the sockets of the
+   * others open at its end. @fastify/secure-session's cookie sessions have no id: their group is
+   * random, kept in the session, and written with the session's first write (session-end.ts),
+   * which is the login for a session that has one.
+   */
+  function groupOf (session: SessionLike): string | undefined {
+    const id = (session as { sessionId?: unknown }).sessionId
+    if (typeof id === 'string') return hash('sha256', 'fastify-websocket-guard:group:' + id, 'base64url').slice(0, 22)
+    const kept = readSession(session, groupKey)
+    return typeof kept === 'string' ? kept : undefined
+  }
+
+  /** A group kept in `session` (a cookie session), made now if it has none. */
+  function stampGroup (session: SessionLike): void {
+    if ((session as { sessionId?: unknown }).sessionId === undefined && typeof readSession(session, groupKey) !== 'string') newGroup(session)
   }
 
   /** The session class's end methods are wrapped the first time one of its sessions is seen. */
@@ -183,8 +203,10 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   function apply (message: CloseMessage, openedBefore = Infinity): void {
     const close: Close = { code: message.code, reason: message.reason, kind: 'session-ended' }
     if (message.scope === 'session') {
+      // an ended session's group never holds a live socket again; one closed by closeSession
+      // goes on, and a close found late spares the sockets opened after it
       if (message.ended) ended.add(message.id)
-      registry?.closeGroup(message.id, close)
+      registry?.closeGroup(message.id, close, message.ended ? Infinity : openedBefore)
     } else {
       registry?.closeUser(message.id, close, message.except, openedBefore)
     }
@@ -210,8 +232,8 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     }
     if (except !== undefined && except !== null && typeof except !== 'object') invalid(what, 'except must be a request')
     const exceptSession = except === undefined || except === null ? null : sessionOf(except, opts.sessionKey)
-    const exceptGroup = exceptSession === null ? undefined : readSession(exceptSession, groupKey)
-    return { close: { code, reason, kind: 'session-ended' }, except: typeof exceptGroup === 'string' ? exceptGroup : null }
+    const exceptGroup = exceptSession === null ? undefined : groupOf(exceptSession)
+    return { close: { code, reason, kind: 'session-ended' }, except: exceptGroup ?? null }
   }
 
   async function closeSession (request: FastifyRequest, options?: CloseOptions): Promise<void> {
@@ -220,10 +242,11 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     if (session === null) return
     // revoked first: an upgrade that consumed one of them is registered already, and closes below
     const failed = await revoke(session, readSession(session, opts.sessionKey)).then(() => null, (err: unknown) => ({ err }))
-    const group = readSession(session, groupKey)
-    if (typeof group === 'string' && group !== except && registry !== null) {
-      // the session goes on under a new group: its sockets from now on are not the closed ones
-      newGroup(session)
+    const group = groupOf(session)
+    if (group !== undefined && group !== except && registry !== null) {
+      // the session goes on: a group kept in it is replaced, so that its sockets from now on
+      // are not the closed ones (a derived group stays: the closes reach the sockets open now)
+      if ((session as { sessionId?: unknown }).sessionId === undefined) newGroup(session)
       registry.closeGroup(group, close)
       await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
     }
@@ -249,9 +272,12 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     plugin: opts.sessionPlugin,
     keys: [groupKey, opts.sessionKey],
     capture (session) {
-      const group = readSession(session, groupKey)
+      const group = groupOf(session)
       const stored = readSession(session, opts.sessionKey)
-      return typeof group === 'string' || stored !== undefined ? { session, group, stored } : null
+      return group !== undefined || stored !== undefined ? { session, group, stored } : null
+    },
+    stamp (session) {
+      stampGroup(session)
     },
     async end ({ session, group, stored }: Ended) {
       try {
@@ -299,17 +325,40 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   // ---- sockets
 
-  // one listener of each for all sockets: `this` is the connection that closed
-  const onTransportClose = function (this: object): void {
-    const entry = transports.get(this)
-    if (entry !== undefined) registry.remove(entry)
+  // one listener of each for all sockets: `this` is the connection, or the socket, that closed
+  const onClose = function (this: object): void {
+    const entry = entries.get(this)
+    if (entry === undefined) return
+    entries.delete(this)
+    registry.remove(entry)
   }
 
-  const onConnection = (socket: GuardedSocket, raw: object): void => {
-    const entry = transports.get(transportOf(raw))
-    if (entry !== undefined) registry.opened(entry, socket)
+  const watcher: ConnectionWatcher = {
+    detach (transport) {
+      if (entries.has(transport)) (transport as Transport).removeListener('close', onClose)
+    },
+    reattach (transport) {
+      if (entries.has(transport)) (transport as Transport).on('close', onClose)
+    },
+    gone (socket) {
+      if (!entries.has(socket)) return
+      // taken out of `clients` by someone while still open: its own 'close' is awaited
+      if (hasClosed(socket)) onClose.call(socket)
+      else (socket as unknown as Transport).on('close', onClose)
+    }
   }
   const wss = (fastify as unknown as { websocketServer: WebsocketServer }).websocketServer
+  const clientsTell = watch(wss, watcher)
+
+  const onConnection = (socket: GuardedSocket, raw: object): void => {
+    const transport = transportOf(raw)
+    const entry = entries.get(transport)
+    if (entry === undefined) return
+    entries.delete(transport)
+    entries.set(socket, entry)
+    if (!clientsTell) (socket as unknown as Transport).on('close', onClose)
+    registry.opened(entry, socket)
+  }
   wss.on('connection', onConnection)
 
   /** The socket's deadline in clock() ms, 0 for none. */
@@ -396,14 +445,27 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   // ---- shutdown
 
+  // 1001 'going away', before @fastify/websocket's own preClose closes every socket without a
+  // code (1005): Fastify runs its preClose hooks from an onClose hook it adds when the app is
+  // ready, and onClose hooks run last added first, so one added from onReady runs before them
+  fastify.addHook('onReady', function closeFirst (done) {
+    try {
+      this.addHook('onClose', (_instance, next) => { registry.closeAll(SHUTTING_DOWN); next() })
+    } catch (err) {
+      // a Fastify that refuses hooks once ready: the preClose below still closes them, as 1005
+      fastify.log.debug({ err }, 'websocket guard could not add its shutdown hook; sockets close as @fastify/websocket closes them')
+    }
+    done()
+  })
   fastify.addHook('preClose', (done) => {
-    // @fastify/websocket's own preClose ran first and closed them; the signals still abort
+    // those opened since, which @fastify/websocket's preClose closed already; the signals abort
     registry.closeAll(SHUTTING_DOWN)
     done()
   })
   fastify.addHook('onClose', async () => {
     registry.deadlines.stop()
     wss.off('connection', onConnection)
+    unwatch(wss, watcher)
     removeEnder(ender)
     await subscription?.close()
   })
@@ -426,18 +488,10 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       }
       entry.route = request.routeOptions.url as string
       if (session !== null) learn(session, request)
-      const kept = session === null ? undefined : readSession(session, groupKey)
-      let group: string
-      if (typeof kept === 'string') {
-        group = kept
-      } else {
-        // kept in the session, for its end to find; without a session, a group of its own
-        group = newGroup(session)
-        unsaved.add(entry)
-      }
-      registry.add(entry, group)
-      transports.set(transport, entry)
-      transport.on('close', onTransportClose)
+      // without a session, a group of its own; a cookie session's is written into it
+      registry.add(entry, (session === null ? undefined : groupOf(session)) ?? newGroup(session))
+      entries.set(transport, entry)
+      transport.on('close', onClose)
       return entry
     },
 
@@ -446,11 +500,6 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       if (opts.identify !== undefined) {
         const user = await identifyUser(request)
         if (user !== null) registry.setUser(entry as TrackedEntry, user)
-      }
-      const save = (session as { save?: () => Promise<void> } | null)?.save
-      if (unsaved.has(entry) && typeof save === 'function') {
-        // @fastify/session saves nothing after an upgrade: a group the session lacked is saved now
-        await storeCall(save.call(session), opts.storeTimeout)
       }
       if (entry.closing !== null || ended.has(entry.group as string)) {
         throw new NoWebsocketTokenStored('No websocket token: the session of this upgrade ended while it was checked')
@@ -473,7 +522,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       ...backend,
       async issue (request, session, path) {
         learn(session, request)
-        if (typeof readSession(session, groupKey) !== 'string') newGroup(session)
+        stampGroup(session)
         return await backend.issue(request, session, path)
       }
     },

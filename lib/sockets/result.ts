@@ -3,7 +3,7 @@
  * AbortController is made only for a handler that reads it, and for a socket the guard
  * follows it is the one the guard aborts before sending its close frame.
  */
-import type { SocketEntry } from './registry'
+import { signalOf, type SocketEntry } from './registry'
 
 export class GuardResult {
   #entry: SocketEntry | null
@@ -21,7 +21,7 @@ export class GuardResult {
 
   /** aborted, before the close frame is sent, when the guard closes the socket */
   get signal (): AbortSignal {
-    if (this.#entry !== null) return this.#entry.signal()
+    if (this.#entry !== null) return signalOf(this.#entry)
     // a socket the guard does not follow is never closed by it
     this.#signal ??= new AbortController().signal
     return this.#signal

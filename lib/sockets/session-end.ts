@@ -29,6 +29,8 @@ export interface Ender {
   capture (session: object): Ended | null
   /** drops the tokens and closes the sockets; never rejects (it logs) */
   end (ended: Ended): Promise<void>
+  /** a cookie session is written: its group, if it has none yet, goes with that write */
+  stamp (session: object): void
 }
 
 const enders = new Set<Ender>()
@@ -136,14 +138,31 @@ export function wrapFastifySession (session: object, request: object): void {
 interface SecureSessionProto {
   delete (this: object): void
   regenerate (this: object, ignoredFields?: string[]): void
+  set (this: object, key: string, value: unknown): void
 }
 
 /** Wraps the class of @fastify/secure-session's sessions once; `session` is one of them (or its Proxy). */
 export function wrapSecureSession (session: object): void {
   const proto = Object.getPrototypeOf(session) as SecureSessionProto | null
-  if (proto === null || wrapped.has(proto) || typeof proto.delete !== 'function' || typeof proto.regenerate !== 'function') return
+  if (proto === null || wrapped.has(proto) || typeof proto.delete !== 'function' || typeof proto.regenerate !== 'function' || typeof proto.set !== 'function') return
   wrapped.set(proto, undefined)
-  const { delete: remove, regenerate } = proto
+  const { delete: remove, regenerate, set } = proto
+
+  // A cookie session's group is random and kept in the cookie: made by its first write (the
+  // login, for a session that has one), every later request of the session carries the same
+  // one, where groups made by concurrent first token requests would differ.
+  let stamping = false
+  proto.set = function setAndStamp (this: object, key: string, value: unknown) {
+    if (!stamping) {
+      stamping = true
+      try {
+        for (const ender of enders) if (ender.plugin === '@fastify/secure-session' && !ender.keys.includes(key)) ender.stamp(this)
+      } finally {
+        stamping = false
+      }
+    }
+    set.call(this, key, value)
+  }
 
   proto.delete = function deleteAndEnd (this: object) {
     const found = pending(this, '@fastify/secure-session', undefined)

@@ -47,7 +47,7 @@ export interface TokenStore {
  */
 export interface CloseMessage {
   scope: 'session' | 'user'
-  /** the session group (a random id kept in the session, never the session id), or the user id */
+  /** the session group (a hash of the session id or a random id, never the session id), or the user id */
   id: string
   /** 4000–4999 */
   code: number

@@ -20,6 +20,8 @@ export interface AppOptions {
   /** use @fastify/secure-session (with these options, merged over a fixed test key) instead of @fastify/session */
   secureSession?: Record<string, unknown>
   fastify?: FastifyServerOptions
+  /** options of @fastify/websocket */
+  websocket?: Record<string, unknown>
   /** route option `guard` of `/chat`; default `true` */
   route?: boolean | GuardRouteOptions
   /** runs before `listen`, to add routes */
@@ -51,7 +53,7 @@ export async function buildApp (t: Test, options: AppOptions = {}): Promise<Test
   } else {
     await app.register(secureSession, { key: Buffer.from(SECRET).subarray(0, 32), cookie: { path: '/' }, ...options.secureSession })
   }
-  await app.register(websocket)
+  await app.register(websocket, options.websocket)
   await app.register(websocketGuard, {
     onReject (error, request) {
       rejections.push({ code: error.code, statusCode: error.statusCode, url: request.url })

@@ -1,0 +1,120 @@
+// A session's sockets are found at its end however its requests interleaved: two first token
+// requests of one session (two tabs opening at once) must not put its sockets in two groups,
+// of which the session would keep only one. Regression: the bench's 50 concurrent opens of one
+// session left a group behind on closeSession.
+import t from 'tap'
+import { MemoryStore } from '@fastify/session'
+import { buildApp, Client, type AppOptions } from './helpers/app'
+import { call, closedWithin, held, open, type Opened } from './helpers/lifecycle'
+
+const ENDED = { code: 4401, reason: 'session ended' }
+
+/** A MemoryStore whose next `set` waits until it is let go. */
+class HeldStore extends MemoryStore {
+  private held: { release: () => void, pending: Promise<void>, waiting: boolean } | null = null
+
+  holdNextSet (): { release: () => void, waiting: () => boolean } {
+    let release!: () => void
+    const pending = new Promise<void>((resolve) => { release = resolve })
+    const hold = { release, pending, waiting: false }
+    this.held = hold
+    return { release, waiting: () => hold.waiting }
+  }
+
+  override set (id: string, session: any, callback: (err?: any) => void): void {
+    const hold = this.held
+    if (hold === null) return super.set(id, session, callback)
+    this.held = null
+    hold.waiting = true
+    void hold.pending.then(() => { super.set(id, session, callback) })
+  }
+}
+
+async function until (check: () => boolean): Promise<void> {
+  while (!check()) await new Promise((resolve) => setTimeout(resolve, 5))
+}
+
+function routes (options: AppOptions): AppOptions {
+  return {
+    ...options,
+    async setup (a) {
+      a.post('/login', async (request) => {
+        request.session.set('user', 'alice')
+        return { ok: true }
+      })
+      a.post('/logout', async (request) => {
+        if (options.secureSession === undefined) await request.session.destroy()
+        else (request.session as any).delete()
+        return { ok: true }
+      })
+      a.post('/close-session', async (request) => {
+        await a.websocketGuard.closeSession(request)
+        return { ok: true }
+      })
+    }
+  }
+}
+
+for (const end of ['/logout', '/close-session']) {
+  t.test(`@fastify/session: interleaved first token requests of a session, then ${end}: every socket of the session closes`, async (t) => {
+    const store = new HeldStore()
+    const { app: server, base } = await buildApp(t, routes({ session: { store } }))
+    const client = new Client(base)
+    await call(client, '/login')
+    // tab B asks for a token first; its session is saved last
+    const hold = store.holdNextSet()
+    const tabB = new Client(base)
+    tabB.cookie = client.cookie
+    const tokenB = tabB.token('?path=/chat')
+    await until(hold.waiting)
+    // tab A asks, gets its token and opens, while B's save is still pending
+    const a = await open(client)
+    hold.release()
+    const b = await tabB.connect('/chat?token=' + await tokenB)
+    t.ok(b.opened, 'tab B opens too')
+    t.equal(held(server)?.groups, 1, 'one group for the session')
+    const closedA = closedWithin(a, 5000)
+    const closedB = new Promise((resolve) => (b.socket as any).once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })))
+    await call(tabB, end)
+    t.same(await closedA, ENDED, 'tab A\'s socket closes')
+    t.same(await closedB, ENDED, 'tab B\'s socket closes')
+    t.equal(held(server)?.sockets, 0)
+  })
+}
+
+t.test('@fastify/session: closeSession keeps the session and its group; sockets opened after it stay open', async (t) => {
+  const { app: server, base } = await buildApp(t, routes({}))
+  const client = new Client(base)
+  await call(client, '/login')
+  const first = await open(client)
+  const closed = closedWithin(first, 5000)
+  await call(client, '/close-session')
+  t.same(await closed, ENDED)
+  const second: Opened = await open(client)
+  t.equal(await closedWithin(second, 300), null, 'a socket opened after the close stays open')
+  t.equal(held(server)?.sockets, 1)
+  const closedAgain = closedWithin(second, 5000)
+  await call(client, '/logout')
+  t.same(await closedAgain, ENDED, 'and closes at the logout')
+})
+
+t.test('@fastify/secure-session: the group is written with the login, so tokens asked for from two copies of the cookie share it', async (t) => {
+  const { app: server, base } = await buildApp(t, routes({ secureSession: {} }))
+  const client = new Client(base)
+  await call(client, '/login')
+  const loginCookie = client.cookie
+  // two tabs ask for a token at once: both send the login's cookie, each gets its own back
+  const tabA = new Client(base)
+  tabA.cookie = loginCookie
+  const tabB = new Client(base)
+  tabB.cookie = loginCookie
+  const a = await open(tabA)
+  const b = await open(tabB)
+  t.not(tabA.cookie, tabB.cookie, 'two different cookies')
+  t.equal(held(server)?.groups, 1, 'one group for the session')
+  const closedA = closedWithin(a, 5000)
+  const closedB = closedWithin(b, 5000)
+  await call(tabB, '/logout')
+  t.same(await closedA, ENDED, 'the other tab\'s socket closes too')
+  t.same(await closedB, ENDED)
+})
