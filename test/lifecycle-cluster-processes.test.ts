@@ -72,7 +72,7 @@ t.test('the race across two processes: an upgrade on B and the logout on A at th
     outcomes.closed++
   }
   t.equal(outcomes.refused + outcomes.closed, 100, `refused ${outcomes.refused}, opened then closed ${outcomes.closed}`)
-  const held = await (await fetch(b.base + '/held')).json()
+  const held = await (await fetch(b.base + '/held')).json() as { sockets: number }
   t.equal(held.sockets, 0, 'B holds nothing')
 })
 

@@ -11,7 +11,7 @@ import websocket from '@fastify/websocket'
 import websocketGuard, { issueWebsocketToken, memoryTokenStore, type TokenStore } from '../lib/index'
 import { EndedGroups } from '../lib/sockets/index'
 import { Deadlines } from '../lib/sockets/deadlines'
-import { clock, SocketEntry } from '../lib/sockets/registry'
+import { clock, TrackedEntry } from '../lib/sockets/registry'
 import { buildApp, Client, SECRET, type AppOptions } from './helpers/app'
 import { call, closedWithin, echoes, held, open, tryOpen, until } from './helpers/lifecycle'
 
@@ -238,7 +238,7 @@ t.test('shutdown: a Fastify that refuses hooks once ready still closes every gua
   t.teardown(() => server.close())
   server.addHook('onReady', function (done) {
     const addHook = this.addHook
-    this.addHook = function (name: string, fn: any) {
+    this.addHook = function (this: any, name: string, fn: any) {
       if (name === 'onClose') throw new Error('no hooks once ready')
       return addHook.call(this, name as any, fn)
     } as any
@@ -278,7 +278,7 @@ t.test('a session class the guard cannot probe at registration is learnt from it
 
 t.test('a session store whose destroy throws: the callback gets the throw, the promise rejects with it', async (t) => {
   class ThrowingStore extends MemoryStore {
-    destroy (): void { throw new Error('destroy threw') }
+    override destroy (): void { throw new Error('destroy threw') }
   }
   const seen: string[] = []
   const { base } = await app(t, {
@@ -378,13 +378,13 @@ t.test('Deadlines: earliest first, removal from anywhere, far deadlines reached 
   t.teardown(() => deadlines.stop())
   const now = clock()
   const entries = [50, 10, 40, 20, 30, 70, 60].map((offset) => {
-    const entry = new SocketEntry(offset)
+    const entry = new TrackedEntry(offset)
     deadlines.add(entry, now + offset)
     return entry
   })
-  deadlines.remove(entries[2] as SocketEntry)
-  deadlines.remove(entries[1] as SocketEntry)
-  const far = new SocketEntry(-1)
+  deadlines.remove(entries[2] as TrackedEntry)
+  deadlines.remove(entries[1] as TrackedEntry)
+  const far = new TrackedEntry(-1)
   deadlines.add(far, now + 2 ** 33)
   t.ok(await until(() => fired.length === 5))
   t.same(fired, [20, 30, 50, 60, 70])

@@ -39,7 +39,7 @@ function routes (options: AppOptions): AppOptions {
     ...options,
     async setup (a) {
       a.post('/login', async (request) => {
-        request.session.set('user', 'alice')
+        ;(request.session as unknown as { set: (key: string, value: unknown) => void }).set('user', 'alice')
         return { ok: true }
       })
       a.post('/logout', async (request) => {
@@ -117,4 +117,57 @@ t.test('@fastify/secure-session: the group is written with the login, so tokens 
   await call(tabB, '/logout')
   t.same(await closedA, ENDED, 'the other tab\'s socket closes too')
   t.same(await closedB, ENDED)
+})
+
+t.test('@fastify/secure-session: closeSession gives the session a new group; the sockets opened after it stay open', async (t) => {
+  const { app: server, base } = await buildApp(t, routes({ secureSession: {} }))
+  const client = new Client(base)
+  await call(client, '/login')
+  const first = await open(client)
+  const closed = closedWithin(first, 5000)
+  await call(client, '/close-session')
+  t.same(await closed, ENDED)
+  const second = await open(client)
+  t.equal(await closedWithin(second, 300), null, 'a socket opened after the close stays open')
+  t.equal(held(server)?.sockets, 1)
+  const closedAgain = closedWithin(second, 5000)
+  await call(client, '/logout')
+  t.same(await closedAgain, ENDED, 'and closes at the logout')
+})
+
+t.test('@fastify/secure-session: a session holding only seed tokens (no group) is deleted: its tokens are dropped, nothing else happens', async (t) => {
+  const { issueWebsocketToken } = await import('../lib/index')
+  const { app: server, base } = await buildApp(t, {
+    ...routes({ secureSession: {} }),
+    async setup (a) {
+      await routes({ secureSession: {} }).setup?.(a)
+      a.get('/seed', async (request) => ({ token: issueWebsocketToken(request.session as any, { path: '/chat' }) }))
+    }
+  })
+  const client = new Client(base)
+  const { body } = await call(client, '/seed', 'GET')
+  const seeded = client.cookie
+  t.equal((await call(client, '/logout')).status, 200)
+  client.cookie = seeded
+  const replay = await client.connect('/chat?token=' + String(body.token))
+  t.notOk(replay.opened, 'the old cookie\'s seed token opens nothing after the delete')
+  t.same(held(server), { sockets: 0, groups: 0, users: 0, deadlines: 0 })
+})
+
+t.test('@fastify/session: once the guard\'s app closed, destroy and regenerate of another app\'s sessions work as before', async (t) => {
+  const first = await buildApp(t, routes({}))
+  await first.app.close()
+  const Fastify = (await import('fastify')).default
+  const cookie = (await import('@fastify/cookie')).default
+  const session = (await import('@fastify/session')).default
+  const other = Fastify()
+  t.teardown(() => other.close())
+  await other.register(cookie)
+  await other.register(session, { secret: 'a-secret-with-at-least-32-characters-for-tests', cookie: { secure: false } })
+  other.post('/regenerate', async (request) => { await request.session.regenerate(); return { id: request.session.sessionId } })
+  other.post('/destroy', async (request) => { await request.session.destroy(); return { ok: true } })
+  const regenerated = await other.inject({ method: 'POST', url: '/regenerate' })
+  t.equal(regenerated.statusCode, 200)
+  t.type(regenerated.json().id, 'string')
+  t.equal((await other.inject({ method: 'POST', url: '/destroy' })).statusCode, 200)
 })

@@ -22,7 +22,7 @@ t.test('a server process\'s heap is back to its baseline after 10,000 guarded so
       }))
     }
   }
-  const heap = async (): Promise<number> => (await (await fetch(server.base + '/heap')).json()).data
+  const heap = async (): Promise<number> => (await (await fetch(server.base + '/heap')).json() as { data: number }).data
   await cycle(2000)
   await new Promise((resolve) => setTimeout(resolve, 200))
   const baseline = await heap()

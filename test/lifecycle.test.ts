@@ -114,7 +114,7 @@ t.test('destroy and regenerate, promise and callback forms, close the sockets an
 
 t.test('a destroy that fails in the session store still fails the same way, and the sockets close', async (t) => {
   class FailingStore extends MemoryStore {
-    destroy (_id: string, callback: (err?: unknown) => void): void { callback(new Error('store down')) }
+    override destroy (_id: string, callback: (err?: unknown) => void): void { callback(new Error('store down')) }
   }
   const seen: unknown[] = []
   const { base } = await app(t, {
@@ -378,8 +378,8 @@ t.test('revalidation: one store read per session per interval; a session deleted
   class CountingStore extends MemoryStore {
     reads = 0
     sessions = new Map<string, unknown>()
-    set (id: string, session: unknown, callback: (err?: unknown) => void): void { this.sessions.set(id, session); super.set(id, session as never, callback) }
-    get (id: string, callback: (err: unknown, session?: unknown) => void): void { this.reads++; super.get(id, callback as never) }
+    override set (id: string, session: unknown, callback: (err?: unknown) => void): void { this.sessions.set(id, session); super.set(id, session as never, callback) }
+    override get (id: string, callback: Parameters<MemoryStore['get']>[1]): void { this.reads++; super.get(id, callback) }
   }
   const store = new CountingStore()
   const { base } = await app(t, { session: { store }, guard: { revalidateInterval: 150 } })
@@ -406,8 +406,8 @@ t.test('revalidation: a store error keeps the sockets; ENOENT counts as gone; a 
   let mode: 'ok' | 'fail' | 'enoent' | 'slow' = 'ok'
   let reads = 0
   class Store extends MemoryStore {
-    get (id: string, callback: (err: unknown, session?: unknown) => void): void {
-      if (mode === 'ok') return super.get(id, callback as never)
+    override get (id: string, callback: Parameters<MemoryStore['get']>[1]): void {
+      if (mode === 'ok') return super.get(id, callback)
       reads++
       if (mode === 'fail') return callback(new Error('store down'))
       if (mode === 'enoent') return callback(Object.assign(new Error('gone'), { code: 'ENOENT' }))

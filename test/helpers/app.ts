@@ -53,7 +53,7 @@ export async function buildApp (t: Test, options: AppOptions = {}): Promise<Test
   } else {
     await app.register(secureSession, { key: Buffer.from(SECRET).subarray(0, 32), cookie: { path: '/' }, ...options.secureSession })
   }
-  await app.register(websocket, options.websocket)
+  await app.register(websocket, options.websocket ?? {})
   await app.register(websocketGuard, {
     onReject (error, request) {
       rejections.push({ code: error.code, statusCode: error.statusCode, url: request.url })
