@@ -100,8 +100,15 @@ function admitted (ctx: GuardContext, request: FastifyRequest, origin: string | 
   }
   const token = presented === null ? null : presented.token
   if (entry === null) return accept(ctx, request, new GuardResult(origin, token, null), token, done)
-  ;(ctx.sockets as SocketTracker).admit(request, entry, origin, token).then(
-    (result) => { accept(ctx, request, result, token, done) },
+  let result: GuardResult | Promise<GuardResult>
+  try {
+    result = (ctx.sockets as SocketTracker).admit(request, entry, origin, token)
+  } catch (err) {
+    return refused(ctx, request, entry, err, done)
+  }
+  if (!isThenable(result)) return accept(ctx, request, result, token, done)
+  result.then(
+    (admitted) => { accept(ctx, request, admitted, token, done) },
     (err: unknown) => { refused(ctx, request, entry, err, done) }
   )
 }

@@ -64,8 +64,8 @@ export interface SocketTracker {
    * upgrade is refused.
    */
   reserve (request: FastifyRequest): SocketEntry | null
-  /** identify, expiry, last checks: the result, or a refusal */
-  admit (request: FastifyRequest, entry: SocketEntry, origin: string | null, token: string | null): Promise<GuardResult>
+  /** identify, expiry, last checks: the result (a promise only while identify is waited for), or a refusal */
+  admit (request: FastifyRequest, entry: SocketEntry, origin: string | null, token: string | null): GuardResult | Promise<GuardResult>
   release (entry: SocketEntry): void
 }
 
@@ -470,6 +470,20 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     await subscription?.close()
   })
 
+  /** The last checks, the deadline armed, the result. */
+  const admitNow = (request: FastifyRequest, entry: SocketEntry, origin: string | null, token: string | null): GuardResult => {
+    if (entry.closing !== null || ended.has(entry.group as string)) {
+      throw new NoWebsocketTokenStored('No websocket token: the session of this upgrade ended while it was checked')
+    }
+    if (entry instanceof TrackedEntry && entry.deadline !== 0) registry.deadlines.add(entry, entry.deadline)
+    if (opts.revalidateInterval !== false && !secure) {
+      const session = sessionOf(request, opts.sessionKey)
+      ;(entry as TrackedEntry).sessionId = (session as { sessionId?: string } | null)?.sessionId ?? null
+      sessionStore ??= (request as unknown as { sessionStore: typeof sessionStore }).sessionStore
+    }
+    return new GuardResult(origin, token, entry)
+  }
+
   const tracker: SocketTracker = {
     reserve (request) {
       const transport = transportOf(request.raw)
@@ -495,21 +509,13 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       return entry
     },
 
-    async admit (request, entry, origin, token) {
-      const session = sessionOf(request, opts.sessionKey)
-      if (opts.identify !== undefined) {
-        const user = await identifyUser(request)
+    admit (request, entry, origin, token) {
+      // synchronous unless identify has to be waited for
+      if (opts.identify === undefined) return admitNow(request, entry, origin, token)
+      return identifyUser(request).then((user) => {
         if (user !== null) registry.setUser(entry as TrackedEntry, user)
-      }
-      if (entry.closing !== null || ended.has(entry.group as string)) {
-        throw new NoWebsocketTokenStored('No websocket token: the session of this upgrade ended while it was checked')
-      }
-      if (entry instanceof TrackedEntry && entry.deadline !== 0) registry.deadlines.add(entry, entry.deadline)
-      if (opts.revalidateInterval !== false && !secure) {
-        (entry as TrackedEntry).sessionId = (session as { sessionId?: string } | null)?.sessionId ?? null
-        sessionStore ??= (request as unknown as { sessionStore: typeof sessionStore }).sessionStore
-      }
-      return new GuardResult(origin, token, entry)
+        return admitNow(request, entry, origin, token)
+      })
     },
 
     release (entry) {
@@ -520,10 +526,11 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   return {
     backend: {
       ...backend,
-      async issue (request, session, path) {
+      issue (request, session, path) {
         learn(session, request)
         stampGroup(session)
-        return await backend.issue(request, session, path)
+        // as synchronous as the backend's own
+        return backend.issue(request, session, path)
       }
     },
     tracker,
