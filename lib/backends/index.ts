@@ -22,6 +22,11 @@ export interface TokenBackend {
    * the session plugin cleared it) unusable, in every copy of the session.
    */
   revoke (session: SessionLike, stored: unknown): Promise<void>
+  /**
+   * A cookie session is written (its first write is the login): what it will need to find
+   * its tokens goes with that write, so that first token requests made at once agree on it.
+   */
+  stamp? (session: SessionLike): void
   close (): Promise<void> | void
 }
 

@@ -12,19 +12,26 @@ export function storeBackend (opts: ResolvedOptions, store: TokenStore, owned: b
   const { sessionKey, tokenTTL, maxTokens, storeTimeout } = opts
   // the in-memory store answers at once: called synchronously, nothing waits on it
   const table = (store as { [TOKEN_TABLE]?: TokenTable })[TOKEN_TABLE]
+  function idOf (session: SessionLike): string {
+    let id = readSession(session, sessionKey)
+    if (typeof id !== 'string') {
+      id = storeId(session)
+      writeSession(session, sessionKey, id)
+    }
+    return id as string
+  }
   return {
+    stamp (session) {
+      idOf(session)
+    },
     issue (_request, session, path) {
-      let id = readSession(session, sessionKey)
-      if (typeof id !== 'string') {
-        id = storeId(session)
-        writeSession(session, sessionKey, id)
-      }
+      const id = idOf(session)
       const { issued, record } = newToken(tokenTTL, path, Date.now())
       if (table !== undefined) {
-        table.issue(id as string, record, maxTokens)
+        table.issue(id, record, maxTokens)
         return issued
       }
-      return issuedOnce(storeAnswer(store.issue(id as string, record, maxTokens), storeTimeout), issued)
+      return issuedOnce(storeAnswer(store.issue(id, record, maxTokens), storeTimeout), issued)
     },
     consume (_request, session, token, path) {
       const id = readSession(session, sessionKey)
@@ -52,7 +59,9 @@ function issuedOnce (stored: Promise<void> | void, issued: IssuedToken): Promise
  * The id of a session's tokens in the store. Two first token requests of one session (two
  * tabs opening at once) both find no id; a random id each would let the session saved last
  * orphan the other's token. Derived from @fastify/session's session id, both agree. The
- * cookie sessions of @fastify/secure-session have no id to derive from: a random one there.
+ * cookie sessions of @fastify/secure-session have no id to derive from: a random one there,
+ * written with the session's first write (`stamp`, called from its class's `set`), which is
+ * the login for a session that has one.
  */
 function storeId (session: SessionLike): string {
   const sessionId = (session as { sessionId?: unknown }).sessionId

@@ -278,6 +278,8 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     },
     stamp (session) {
       stampGroup(session)
+      // only cookie sessions are stamped, and their tokens always live in a store (pickBackend)
+      ;(backend.stamp as NonNullable<TokenBackend['stamp']>)(session as SessionLike)
     },
     async end ({ session, group, stored }: Ended) {
       try {
