@@ -398,6 +398,9 @@ if (chromiumAvailable(t) && builtPackage(t, 'the browser client tests', ['dist/i
     t.equal(bad, 'InvalidAccessError')
     t.equal(await page.evaluate(() => window.ws.readyState), 1, 'still open')
     await page.evaluate(() => window.ws.close())
+    // its close and end arrive later: had they come after the log below was cleared, they
+    // would be read as the next part's (seen under load: a close 1005 and a second ended)
+    await waitForEvent(page, 'ended')
 
     // during a backoff wait
     server.tokenStatus = 503
