@@ -3,6 +3,7 @@
  * own properties, with `get`/`set`), @fastify/secure-session's (only `get`/`set`), or a plain
  * object (the seed's functions accept one).
  */
+import { hash, randomBytes } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 
 /**
@@ -25,6 +26,27 @@ export function sessionOf (request: FastifyRequest, sessionKey: string | null): 
   if (typeof session !== 'object' || session === null) return null
   if (typeof session.get === 'function') return session as SessionLike
   return sessionKey !== null && sessionKey in session ? session as SessionLike : null
+}
+
+/** @fastify/session's session id; `undefined` for a cookie session or a plain object, which have none. */
+export function sessionIdOf (session: SessionLike): string | undefined {
+  const id = (session as { sessionId?: unknown }).sessionId
+  return typeof id === 'string' ? id : undefined
+}
+
+/**
+ * An id for `purpose` derived from @fastify/session's session id (a hash, never the id
+ * itself), so that every request of one session agrees on it however they interleave (two
+ * first token requests of tabs opening at once); `undefined` for a session without an id.
+ */
+export function derivedId (session: SessionLike, purpose: string): string | undefined {
+  const id = sessionIdOf(session)
+  return id === undefined ? undefined : hash('sha256', `fastify-websocket-guard:${purpose}${id}`, 'base64url').slice(0, 22)
+}
+
+/** A random id of the same length, where there is no session id to derive one from. */
+export function randomId (): string {
+  return randomBytes(16).toString('base64url')
 }
 
 export function readSession (session: SessionLike, key: string): unknown {

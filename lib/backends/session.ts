@@ -2,11 +2,10 @@
  * Tokens kept in the user's session itself (the default with @fastify/session), and the
  * seed's functions, which work the same way on any session or plain object.
  */
-import { hash, randomBytes } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import { WebsocketGuardOptionError, type WebsocketGuardStoreUnavailable } from '../errors'
 import { checkSessionKey, DEFAULTS, fail, isRequestPath, positive, REQUEST_PATH_RULE, type ResolvedOptions } from '../options'
-import { readSession, writeSession, type SessionLike } from '../session'
+import { derivedId, randomId, readSession, writeSession, type SessionLike } from '../session'
 import { tokenTable, type TokenTable } from '../stores/memory'
 import type { StoredToken } from '../stores/types'
 import { assertConsumed, decodeRecord, encodeRecord, findToken, hashToken, MAX_PRESENTED_LENGTH, newToken, pathOf, presentedToken, type IssuedToken } from '../tokens'
@@ -119,9 +118,7 @@ function issueLocally (session: SessionLike, sessionKey: string, value: unknown,
  * session (two tabs) agree; random for a plain object, which has none.
  */
 function localId (session: SessionLike): string {
-  const sessionId = (session as { sessionId?: unknown }).sessionId
-  if (typeof sessionId !== 'string') return randomBytes(16).toString('base64url')
-  return hash('sha256', 'fastify-websocket-guard:local:' + sessionId, 'base64url').slice(0, 22)
+  return derivedId(session, 'local:') ?? randomId()
 }
 
 /** Tokens the local table holds for a session's local id (for tests). */

@@ -1,7 +1,6 @@
 /** Tokens in a server-side `TokenStore`, found through a random id kept in the session. */
-import { hash, randomBytes } from 'node:crypto'
 import type { ResolvedOptions } from '../options'
-import { readSession, writeSession, type SessionLike } from '../session'
+import { derivedId, randomId, readSession, writeSession, type SessionLike } from '../session'
 import { TOKEN_TABLE, type TokenTable } from '../stores/memory'
 import type { TokenStore } from '../stores/types'
 import { assertConsumed, hashToken, newToken, type IssuedToken } from '../tokens'
@@ -64,7 +63,5 @@ function issuedOnce (stored: Promise<void> | void, issued: IssuedToken): Promise
  * the login for a session that has one.
  */
 function storeId (session: SessionLike): string {
-  const sessionId = (session as { sessionId?: unknown }).sessionId
-  if (typeof sessionId !== 'string') return randomBytes(16).toString('base64url')
-  return hash('sha256', 'fastify-websocket-guard:' + sessionId, 'base64url').slice(0, 22)
+  return derivedId(session, '') ?? randomId()
 }

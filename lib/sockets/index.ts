@@ -16,13 +16,12 @@
  * With all of closeOnSessionEnd, identify, maxSocketLifetime and revalidateInterval off, the
  * guard follows no socket: nothing is registered or allocated per upgrade.
  */
-import { hash, randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { storeCall } from '../deadline'
 import type { TokenBackend } from '../backends/index'
 import { NoWebsocketTokenStored, WebsocketGuardOptionError, WebsocketGuardStoreUnavailable } from '../errors'
 import type { ResolvedOptions } from '../options'
-import { readSession, sessionOf, writeSession, type SessionLike } from '../session'
+import { derivedId, randomId, readSession, sessionIdOf, sessionOf, writeSession, type SessionLike } from '../session'
 import type { CloseListener, CloseMessage, CloseSubscription } from '../stores/types'
 import { clock, EPOCH, FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, TrackedEntry, type Close, type GuardedSocket } from './registry'
 import { GuardResult } from './result'
@@ -159,7 +158,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   let knownSessionClass: object | null = null
 
   function newGroup (session: SessionLike | null): string {
-    const group = randomBytes(16).toString('base64url')
+    const group = randomId()
     if (session !== null) writeSession(session, groupKey, group)
     return group
   }
@@ -174,15 +173,15 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
    * which is the login for a session that has one.
    */
   function groupOf (session: SessionLike): string | undefined {
-    const id = (session as { sessionId?: unknown }).sessionId
-    if (typeof id === 'string') return hash('sha256', 'fastify-websocket-guard:group:' + id, 'base64url').slice(0, 22)
+    const derived = derivedId(session, 'group:')
+    if (derived !== undefined) return derived
     const kept = readSession(session, groupKey)
     return typeof kept === 'string' ? kept : undefined
   }
 
   /** A group kept in `session` (a cookie session), made now if it has none. */
   function stampGroup (session: SessionLike): void {
-    if ((session as { sessionId?: unknown }).sessionId === undefined && typeof readSession(session, groupKey) !== 'string') newGroup(session)
+    if (sessionIdOf(session) === undefined && typeof readSession(session, groupKey) !== 'string') newGroup(session)
   }
 
   /** The session class's end methods are wrapped the first time one of its sessions is seen. */
@@ -246,7 +245,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     if (group !== undefined && group !== except && registry !== null) {
       // the session goes on: a group kept in it is replaced, so that its sockets from now on
       // are not the closed ones (a derived group stays: the closes reach the sockets open now)
-      if ((session as { sessionId?: unknown }).sessionId === undefined) newGroup(session)
+      if (sessionIdOf(session) === undefined) newGroup(session)
       registry.closeGroup(group, close)
       await publish({ scope: 'session', id: group, code: close.code, reason: close.reason, except: null, ended: false })
     }
@@ -480,7 +479,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     if (entry instanceof TrackedEntry && entry.deadline !== 0) registry.deadlines.add(entry, entry.deadline)
     if (opts.revalidateInterval !== false && !secure) {
       const session = sessionOf(request, opts.sessionKey)
-      ;(entry as TrackedEntry).sessionId = (session as { sessionId?: string } | null)?.sessionId ?? null
+      ;(entry as TrackedEntry).sessionId = (session === null ? undefined : sessionIdOf(session)) ?? null
       sessionStore ??= (request as unknown as { sessionStore: typeof sessionStore }).sessionStore
     }
     return new GuardResult(origin, token, entry)
