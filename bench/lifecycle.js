@@ -95,6 +95,28 @@ async function withRedis (ctx, fn) {
   }
 }
 
+/** Two instances sharing one Redis (connect-redis sessions, redisTokenStore on node-redis). */
+async function withTwoInstances (ctx, fn) {
+  return await withRedis(ctx, async (redis) => {
+    const config = { redisUrl: redis.url, client: 'node-redis' }
+    const [a, b] = await Promise.all([server(config), server(config)])
+    try {
+      return await fn(a, b)
+    } finally {
+      a.stop()
+      b.stop()
+    }
+  })
+}
+
+/**
+ * For each socket, the ms from `started` until its close frame arrives (ws's receiver parses
+ * it), not the end of the closing handshake.
+ */
+function closeFrames (sockets, started) {
+  return Promise.all(sockets.map((ws) => new Promise((resolve) => ws._receiver.once('conclude', () => resolve(performance.now() - started)))))
+}
+
 const B = (v) => `${Math.round(v)} B`
 const ms = (v) => `${v.toFixed(1)} ms`
 
@@ -184,42 +206,34 @@ const figures = [
     goal: { max: 250, unit: ' ms' },
     async run (ctx) {
       const rounds = ctx.quick ? 10 : 60
-      return await withRedis(ctx, async (redis) => {
-        const config = { redisUrl: redis.url, client: 'node-redis' }
-        const [a, b] = await Promise.all([server(config), server(config)])
-        try {
-          // a user with two tabs on each instance, logging out on A, while another session's
-          // sockets stay open beside them
-          const times = []
-          const remote = []
-          const bystander = new Session(a.base)
-          await bystander.request('/login', 'POST', { user: 'bob' })
-          const kept = [await bystander.open(a.base), await bystander.open(b.base)]
-          for (let round = 0; round < rounds; round++) {
-            const session = new Session(a.base)
-            await session.request('/login', 'POST', { user: 'alice' })
-            const sockets = [await session.open(a.base), await session.open(a.base), await session.open(b.base), await session.open(b.base)]
-            const started = performance.now()
-            const closed = sockets.map((ws) => new Promise((resolve) => ws._receiver.once('conclude', () => resolve(performance.now() - started))))
-            await session.request('/logout', 'POST', {})
-            const each = await Promise.all(closed)
-            times.push(...each)
-            remote.push(...each.slice(2))
-            await closeAll(sockets)
-          }
-          if (kept.some((ws) => ws.readyState !== WebSocket.OPEN)) throw new Error('a socket of another session was closed')
-          await closeAll(kept)
-          const p99 = percentile(times, 99)
-          return [{
-            case: `${rounds} rounds, 2 sockets on each instance, node-redis`,
-            value: p99,
-            shown: `p99 ${ms(p99)}`,
-            detail: `p50 ${ms(percentile(times, 50))}; on B (through Redis) p50 ${ms(percentile(remote, 50))}, p99 ${ms(percentile(remote, 99))}; another session's sockets stayed open`
-          }]
-        } finally {
-          a.stop()
-          b.stop()
+      return await withTwoInstances(ctx, async (a, b) => {
+        // a user with two tabs on each instance, logging out on A, while another session's
+        // sockets stay open beside them
+        const times = []
+        const remote = []
+        const bystander = new Session(a.base)
+        await bystander.request('/login', 'POST', { user: 'bob' })
+        const kept = [await bystander.open(a.base), await bystander.open(b.base)]
+        for (let round = 0; round < rounds; round++) {
+          const session = new Session(a.base)
+          await session.request('/login', 'POST', { user: 'alice' })
+          const sockets = [await session.open(a.base), await session.open(a.base), await session.open(b.base), await session.open(b.base)]
+          const closed = closeFrames(sockets, performance.now())
+          await session.request('/logout', 'POST', {})
+          const each = await closed
+          times.push(...each)
+          remote.push(...each.slice(2))
+          await closeAll(sockets)
         }
+        if (kept.some((ws) => ws.readyState !== WebSocket.OPEN)) throw new Error('a socket of another session was closed')
+        await closeAll(kept)
+        const p99 = percentile(times, 99)
+        return [{
+          case: `${rounds} rounds, 2 sockets on each instance, node-redis`,
+          value: p99,
+          shown: `p99 ${ms(p99)}`,
+          detail: `p50 ${ms(percentile(times, 50))}; on B (through Redis) p50 ${ms(percentile(remote, 50))}, p99 ${ms(percentile(remote, 99))}; another session's sockets stayed open`
+        }]
       })
     }
   },
@@ -228,39 +242,28 @@ const figures = [
     goal: null,
     async run (ctx) {
       const rounds = ctx.quick ? 2 : 7
-      return await withRedis(ctx, async (redis) => {
-        const config = { redisUrl: redis.url, client: 'node-redis' }
-        const [a, b] = await Promise.all([server(config), server(config)])
-        try {
-          const times = []
-          const lasts = []
-          for (let round = 0; round < rounds; round++) {
-            const session = new Session(a.base)
-            await session.request('/login', 'POST', { user: 'alice' })
-            let n = 0
-            const sockets = await openMany(1000, 50, () => session.open(n++ % 2 === 0 ? a.base : b.base))
-            if (process.env.BENCH_DEBUG) { console.error('opened', round, sockets.filter((ws) => ws.readyState !== 1).length, await a.get('/held'), await b.get('/held')) }
-            const started = performance.now()
-            // the moment the close frame arrives (ws's receiver parses it), not the end of the closing handshake
-            const closed = sockets.map((ws) => new Promise((resolve) => ws._receiver.once('conclude', () => resolve(performance.now() - started))))
-            await session.request('/close-session', 'POST', {})
-            const each = await Promise.all(closed)
-            times.push(...each)
-            lasts.push(Math.max(...each))
-            if (process.env.BENCH_DEBUG) console.error('round', round, Math.max(...each))
-            await closeAll(sockets)
-          }
-          const p99 = percentile(times, 99)
-          return [{
-            case: `${rounds} rounds, 500 sockets on each instance, node-redis`,
-            value: p99,
-            shown: `p50 ${ms(percentile(times, 50))}, p99 ${ms(p99)}`,
-            detail: `last close frame p50 ${ms(median(lasts))}, worst ${ms(Math.max(...lasts))}; 1,000 close frames from two processes sharing 2 cores with the client`
-          }]
-        } finally {
-          a.stop()
-          b.stop()
+      return await withTwoInstances(ctx, async (a, b) => {
+        const times = []
+        const lasts = []
+        for (let round = 0; round < rounds; round++) {
+          const session = new Session(a.base)
+          await session.request('/login', 'POST', { user: 'alice' })
+          let n = 0
+          const sockets = await openMany(1000, 50, () => session.open(n++ % 2 === 0 ? a.base : b.base))
+          const closed = closeFrames(sockets, performance.now())
+          await session.request('/close-session', 'POST', {})
+          const each = await closed
+          times.push(...each)
+          lasts.push(Math.max(...each))
+          await closeAll(sockets)
         }
+        const p99 = percentile(times, 99)
+        return [{
+          case: `${rounds} rounds, 500 sockets on each instance, node-redis`,
+          value: p99,
+          shown: `p50 ${ms(percentile(times, 50))}, p99 ${ms(p99)}`,
+          detail: `last close frame p50 ${ms(median(lasts))}, worst ${ms(Math.max(...lasts))}; 1,000 close frames from two processes sharing 2 cores with the client`
+        }]
       })
     }
   },
