@@ -5,7 +5,7 @@
 import t from 'tap'
 import { connect as tcpConnect } from 'node:net'
 import { buildApp, Client, type AppOptions } from './helpers/app'
-import { call, closedWithin, echoes, held, open, until } from './helpers/lifecycle'
+import { addSessionRoutes, call, closedWithin, echoes, held, open, until } from './helpers/lifecycle'
 
 const ENDED = { code: 4401, reason: 'session ended' }
 
@@ -13,10 +13,7 @@ async function app (t: Parameters<typeof buildApp>[0], options: AppOptions = {})
   return await buildApp(t, {
     ...options,
     async setup (a) {
-      a.post('/logout', async (request) => {
-        await request.session.destroy()
-        return { ok: true }
-      })
+      addSessionRoutes(a)
       a.get('/open', { websocket: true, guard: false }, (socket) => { socket.send('hello') })
       await options.setup?.(a)
     }

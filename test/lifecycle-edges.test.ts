@@ -13,7 +13,7 @@ import { EndedGroups } from '../lib/sockets/index'
 import { Deadlines } from '../lib/sockets/deadlines'
 import { clock, TrackedEntry } from '../lib/sockets/registry'
 import { buildApp, Client, SECRET, type AppOptions } from './helpers/app'
-import { call, closedWithin, echoes, held, open, tryOpen, until } from './helpers/lifecycle'
+import { addSessionRoutes, call, closedWithin, echoes, held, open, tryOpen, until } from './helpers/lifecycle'
 
 const ENDED = { code: 4401, reason: 'session ended' }
 
@@ -27,14 +27,7 @@ async function app (t: Parameters<typeof buildApp>[0], options: AppOptions = {})
   return await buildApp(t, {
     ...options,
     async setup (a) {
-      a.post('/logout', async (request) => {
-        await request.session.destroy()
-        return { ok: true }
-      })
-      a.post('/close-session', async (request) => {
-        await a.websocketGuard.closeSession(request)
-        return { ok: true }
-      })
+      addSessionRoutes(a)
       await options.setup?.(a)
     }
   })

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { MemoryStore } from '@fastify/session'
 import { buildApp, Client, type AppOptions } from './helpers/app'
-import { call, closedWithin, held, open, type Opened } from './helpers/lifecycle'
+import { addSessionRoutes, call, closedWithin, held, open, type Opened } from './helpers/lifecycle'
 
 const ENDED = { code: 4401, reason: 'session ended' }
 
@@ -38,19 +38,8 @@ function routes (options: AppOptions): AppOptions {
   return {
     ...options,
     async setup (a) {
-      a.post('/login', async (request) => {
-        ;(request.session as unknown as { set: (key: string, value: unknown) => void }).set('user', 'alice')
-        return { ok: true }
-      })
-      a.post('/logout', async (request) => {
-        if (options.secureSession === undefined) await request.session.destroy()
-        else (request.session as any).delete()
-        return { ok: true }
-      })
-      a.post('/close-session', async (request) => {
-        await a.websocketGuard.closeSession(request)
-        return { ok: true }
-      })
+      addSessionRoutes(a, options.secureSession !== undefined)
+      await options.setup?.(a)
     }
   }
 }
@@ -82,21 +71,26 @@ for (const end of ['/logout', '/close-session']) {
   })
 }
 
-t.test('@fastify/session: closeSession keeps the session and its group; sockets opened after it stay open', async (t) => {
-  const { app: server, base } = await buildApp(t, routes({}))
-  const client = new Client(base)
-  await call(client, '/login')
-  const first = await open(client)
-  const closed = closedWithin(first, 5000)
-  await call(client, '/close-session')
-  t.same(await closed, ENDED)
-  const second: Opened = await open(client)
-  t.equal(await closedWithin(second, 300), null, 'a socket opened after the close stays open')
-  t.equal(held(server)?.sockets, 1)
-  const closedAgain = closedWithin(second, 5000)
-  await call(client, '/logout')
-  t.same(await closedAgain, ENDED, 'and closes at the logout')
-})
+for (const [plugin, options, group] of [
+  ['@fastify/session', {}, 'keeps its derived group'],
+  ['@fastify/secure-session', { secureSession: {} }, 'gives the session a new group']
+] as const) {
+  t.test(`${plugin}: closeSession ${group}; the sockets opened after it stay open`, async (t) => {
+    const { app: server, base } = await buildApp(t, routes(options))
+    const client = new Client(base)
+    await call(client, '/login')
+    const first = await open(client)
+    const closed = closedWithin(first, 5000)
+    await call(client, '/close-session')
+    t.same(await closed, ENDED)
+    const second: Opened = await open(client)
+    t.equal(await closedWithin(second, 300), null, 'a socket opened after the close stays open')
+    t.equal(held(server)?.sockets, 1)
+    const closedAgain = closedWithin(second, 5000)
+    await call(client, '/logout')
+    t.same(await closedAgain, ENDED, 'and closes at the logout')
+  })
+}
 
 t.test('@fastify/secure-session: the group is written with the login, so tokens asked for from two copies of the cookie share it', async (t) => {
   const { app: server, base } = await buildApp(t, routes({ secureSession: {} }))
@@ -118,31 +112,14 @@ t.test('@fastify/secure-session: the group is written with the login, so tokens 
   t.same(await closedB, ENDED)
 })
 
-t.test('@fastify/secure-session: closeSession gives the session a new group; the sockets opened after it stay open', async (t) => {
-  const { app: server, base } = await buildApp(t, routes({ secureSession: {} }))
-  const client = new Client(base)
-  await call(client, '/login')
-  const first = await open(client)
-  const closed = closedWithin(first, 5000)
-  await call(client, '/close-session')
-  t.same(await closed, ENDED)
-  const second = await open(client)
-  t.equal(await closedWithin(second, 300), null, 'a socket opened after the close stays open')
-  t.equal(held(server)?.sockets, 1)
-  const closedAgain = closedWithin(second, 5000)
-  await call(client, '/logout')
-  t.same(await closedAgain, ENDED, 'and closes at the logout')
-})
-
 t.test('@fastify/secure-session: a session holding only seed tokens (no group) is deleted: its tokens are dropped, nothing else happens', async (t) => {
   const { issueWebsocketToken } = await import('../lib/index')
-  const { app: server, base } = await buildApp(t, {
-    ...routes({ secureSession: {} }),
-    async setup (a) {
-      await routes({ secureSession: {} }).setup?.(a)
+  const { app: server, base } = await buildApp(t, routes({
+    secureSession: {},
+    setup (a) {
       a.get('/seed', async (request) => ({ token: issueWebsocketToken(request.session as any, { path: '/chat' }) }))
     }
-  })
+  }))
   const client = new Client(base)
   const { body } = await call(client, '/seed', 'GET')
   const seeded = client.cookie

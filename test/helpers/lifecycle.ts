@@ -93,6 +93,27 @@ export async function echoes (socket: Opened, text = 'ping'): Promise<boolean> {
   })
 }
 
+/**
+ * The session routes the lifecycle tests call: /login (the session's first write), /logout
+ * (the session plugin's own end: destroy(), or delete() for @fastify/secure-session) and
+ * /close-session.
+ */
+export function addSessionRoutes (app: FastifyInstance, secure = false): void {
+  app.post('/login', async (request) => {
+    ;(request.session as unknown as { set: (key: string, value: unknown) => void }).set('user', 'alice')
+    return { ok: true }
+  })
+  app.post('/logout', async (request) => {
+    if (secure) (request.session as unknown as { delete: () => void }).delete()
+    else await request.session.destroy()
+    return { ok: true }
+  })
+  app.post('/close-session', async (request) => {
+    await app.websocketGuard.closeSession(request)
+    return { ok: true }
+  })
+}
+
 /** What the guard of `app` still holds. */
 export function held (app: FastifyInstance): ReturnType<typeof trackedSockets> {
   return trackedSockets(app.websocketGuard)
