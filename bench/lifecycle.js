@@ -5,11 +5,12 @@
 // Servers are child processes (test/fixtures/lifecycle-instance.js, on the built package);
 // the load generator is this process.
 //
-//   node bench/lifecycle.js [--quick]     (after `npm run build`)
+//   node bench/lifecycle.js [--quick]     (after `npm run build`; runs bench/run.js --only lifecycle)
 const { spawn } = require('node:child_process')
 const { join } = require('node:path')
 const WebSocket = require('ws')
 const { median, percentile } = require('./common')
+const { flows, noise, ratio } = require('./measure')
 const { startRedis } = require('./redis')
 
 const FIXTURE = join(__dirname, '..', 'test', 'fixtures', 'lifecycle-instance.js')
@@ -312,46 +313,33 @@ const figures = [
     title: 'Lifecycle: upgrade CPU with the lifecycle on against off (redisTokenStore), server CPU per flow',
     goal: { max: 1.02 },
     async run (ctx) {
-      const rounds = ctx.quick ? 3 : 9
-      const flows = ctx.quick ? 200 : 400
-      return await withRedis(ctx, async (redis) => {
-        const servers = {
-          on: await server({ redisUrl: redis.url, client: 'node-redis', sessions: 'memory' }),
-          off: await server({ redisUrl: redis.url, client: 'node-redis', sessions: 'memory', guard: { closeOnSessionEnd: false } }),
-          'off-2': await server({ redisUrl: redis.url, client: 'node-redis', sessions: 'memory', guard: { closeOnSessionEnd: false } })
+      // bench/server.js's guard with redisTokenStore, the lifecycle on (the defaults) and off,
+      // off twice for the A/A pair; each epoch fresh processes, spawned in a rotating order, so
+      // that no variant always gets the same place on the machine; within an epoch the flows
+      // take turns server by server (bench/measure.js)
+      const epochs = ctx.quick ? 1 : 4
+      const plan = { ...ctx.plan.flows, warmup: ctx.quick ? 1 : 4, rounds: ctx.quick ? 3 : 6, minRounds: 3, seconds: 30, count: ctx.quick ? 40 : 160 }
+      const off = { variant: 'guard', guardOptions: { closeOnSessionEnd: false } }
+      const variants = [['on', { variant: 'guard' }], ['off', off], ['off-2', off]]
+      const cpu = { on: [], off: [], 'off-2': [] }
+      const gc = { on: [], off: [], 'off-2': [] }
+      for (let e = 0; e < epochs; e++) {
+        const servers = Object.fromEntries(variants.map((_, i) => variants[(i + e) % variants.length]))
+        const result = await flows(ctx, `lifecycle-${e + 1}`, { logger: 'off', sessions: 'memory', tokenStore: 'redis' }, servers, plan)
+        for (const name of Object.keys(cpu)) {
+          cpu[name].push(...result.cpu[name])
+          gc[name].push(...result.gc[name])
         }
-        try {
-          const names = Object.keys(servers)
-          const sessions = Object.fromEntries(names.map((name) => [name, Array.from({ length: 16 }, () => new Session(servers[name].base))]))
-          const flow = async (name, k) => {
-            const ws = await sessions[name][k % 16].open()
-            await closeAll([ws])
-          }
-          const cpu = Object.fromEntries(names.map((name) => [name, []]))
-          for (let round = -1; round < rounds; round++) {
-            // the servers take turns, in a rotating order, so that load on the machine falls on each alike
-            const order = names.map((_, i) => names[(i + round + 1) % names.length])
-            for (const name of order) {
-              const before = (await servers[name].get('/heap')).cpu
-              for (let k = 0; k < flows; k += 8) await Promise.all(Array.from({ length: 8 }, (_, j) => flow(name, k + j)))
-              const after = (await servers[name].get('/heap')).cpu
-              if (round >= 0) cpu[name].push((after.user + after.system - before.user - before.system) / flows)
-            }
-          }
-          const ratios = cpu.on.map((v, i) => v / cpu.off[i])
-          const aa = cpu['off-2'].map((v, i) => v / cpu.off[i])
-          const value = median(ratios)
-          return [{
-            case: 'token request + upgrade + close, 8 in flight, sessions in memory',
-            value,
-            shown: `${value.toFixed(3)}×`,
-            detail: `medians: on ${median(cpu.on).toFixed(1)} µs, off ${median(cpu.off).toFixed(1)} µs per flow; A/A (off-2/off) ${median(aa).toFixed(3)}×`,
-            noise: Math.abs(median(aa) - 1)
-          }]
-        } finally {
-          for (const s of Object.values(servers)) s.stop()
-        }
-      })
+      }
+      const aa = noise(cpu['off-2'], cpu.off)
+      const value = ratio(cpu.on, cpu.off)
+      return [{
+        case: 'token request + upgrade + close, logger off, sessions in memory',
+        value,
+        shown: `${value.toFixed(3)}×`,
+        detail: `medians: on ${median(cpu.on).toFixed(1)} µs, off ${median(cpu.off).toFixed(1)} µs per flow (of which GC: on ${median(gc.on).toFixed(1)} µs, off ${median(gc.off).toFixed(1)} µs); ${cpu.on.length} rounds in ${epochs} epochs; A/A (off-2/off) ${aa.median.toFixed(3)}×, noise ±${(aa.floor * 100).toFixed(1)}%`,
+        noise: aa.floor
+      }]
     }
   }
 ]
@@ -359,18 +347,7 @@ const figures = [
 module.exports = figures
 
 if (require.main === module) {
-  const quick = process.argv.includes('--quick')
-  const only = process.argv.find((a) => /^\d+$/.test(a))
-  // an await on a promise that nothing keeps alive would end the process silently
-  const alive = setInterval(() => {}, 1000)
-  ;(async () => {
-    for (const figure of only === undefined ? figures : [figures[Number(only) - 1]]) {
-      const rows = await figure.run({ quick })
-      console.log(`${figure.title}\n   goal ${JSON.stringify(figure.goal)}`)
-      for (const row of rows) console.log(`   - ${row.case}: ${row.shown}  (${row.detail})`)
-    }
-  })().catch((err) => {
-    console.error(err)
-    process.exitCode = 1
-  }).finally(() => { clearInterval(alive) })
+  // the figures need bench/run.js's context (its child processes, its redis-server)
+  const { status } = require('node:child_process').spawnSync(process.execPath, [join(__dirname, 'run.js'), '--only', 'lifecycle', ...process.argv.slice(2)], { stdio: 'inherit' })
+  process.exitCode = status ?? 1
 }

@@ -7,18 +7,21 @@ const { setTimeout: sleep } = require('node:timers/promises')
 const { median, percentile } = require('./common')
 
 /** node bench/server.js arguments for one server. */
-function serverArgs ({ variant, logger, redisUrl, name, maxTokens, packageDir }) {
+function serverArgs ({ variant, logger, redisUrl, tokenStoreUrl, guardOptions, name, maxTokens, packageDir }) {
   const args = ['--variant', variant, '--logger', logger, '--name', name]
   if (packageDir !== undefined) args.push('--package-dir', packageDir)
   if (redisUrl !== undefined) args.push('--redis-url', redisUrl)
+  if (tokenStoreUrl !== undefined) args.push('--token-store-url', tokenStoreUrl)
+  if (guardOptions !== undefined) args.push('--guard-options', JSON.stringify(guardOptions))
   if (maxTokens !== undefined) args.push('--max-tokens', String(maxTokens))
   return args
 }
 
 async function startServers (ctx, label, setup, servers) {
   const redisUrl = setup.sessions === 'redis' ? (await ctx.redis()).url : undefined
+  const tokenStoreUrl = setup.tokenStore === 'redis' ? (await ctx.redis()).url : undefined
   const names = Object.keys(servers)
-  const procs = names.map((name) => ctx.spawn('server.js', serverArgs({ ...servers[name], ...setup, redisUrl, name: `${label}-${name}` }), `${label}-${name}`))
+  const procs = names.map((name) => ctx.spawn('server.js', serverArgs({ ...servers[name], ...setup, redisUrl, tokenStoreUrl, name: `${label}-${name}` }), `${label}-${name}`))
   const stop = () => Promise.all(procs.map((p) => p.stop()))
   try {
     const targets = await Promise.all(procs.map((p) => p.call({ cmd: 'address' })))
@@ -39,8 +42,8 @@ const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
  * Rounds stop after `seconds` once there are `minRounds`, so that a busy machine makes the
  * run less precise (the A/A pair shows it) rather than endless.
  */
-async function flows (ctx, label, setup, servers) {
-  const { warmup, rounds, minRounds, seconds, count, concurrency, sessions } = ctx.plan.flows
+async function flows (ctx, label, setup, servers, plan = ctx.plan.flows) {
+  const { warmup, rounds, minRounds, seconds, count, concurrency, sessions } = plan
   const { names, procs, targets, stop } = await startServers(ctx, label, setup, servers)
   const load = ctx.spawn('load.js', [])
   try {

@@ -4,6 +4,7 @@
 //
 //   node bench/server.js --variant guard|hand-written|baseline [--logger on|off]
 //                        [--redis-url redis://…] [--max-tokens N] [--package-dir DIR]
+//                        [--token-store-url redis://…] [--guard-options JSON]
 //
 // Every variant is the same app (@fastify/cookie, @fastify/session, @fastify/websocket, one
 // upgrade route GET /chat) with a different check in front of the upgrade:
@@ -12,7 +13,9 @@
 //               random token into the session, a preValidation hook on /chat checks it.
 // baseline:     no check; GET /plain-token writes one session value.
 // Sessions are @fastify/session's default in-process MemoryStore, or Redis through
-// connect-redis with --redis-url. --logger on logs at info into a stream that drops the
+// connect-redis with --redis-url. The guard keeps its tokens in the session, or in
+// redisTokenStore on a node-redis client with --token-store-url; --guard-options adds options
+// of the guard (JSON), e.g. '{"closeOnSessionEnd":false}'. --logger on logs at info into a stream that drops the
 // lines: the logging's own cost is measured, the I/O of the lines is not.
 const { randomBytes, timingSafeEqual } = require('node:crypto')
 const { PerformanceObserver } = require('node:perf_hooks')
@@ -29,6 +32,8 @@ const { values: args } = parseArgs({
     logger: { type: 'string', default: 'off' },
     'redis-url': { type: 'string' },
     'max-tokens': { type: 'string' },
+    'token-store-url': { type: 'string' },
+    'guard-options': { type: 'string' },
     // another build of the package (the previous one, for a before/after pair in one run)
     'package-dir': { type: 'string' },
     name: { type: 'string' }
@@ -48,9 +53,11 @@ const TOKEN_KEY = 'websocket_token'
 
 const variants = {
   async guard (app) {
-    const { plugin } = loadPackage()
+    const { plugin, mod } = loadPackage()
     const maxTokens = args['max-tokens'] === undefined ? undefined : Number(args['max-tokens'])
-    await app.register(plugin, { origins: ORIGIN, maxTokens })
+    const more = args['guard-options'] === undefined ? {} : JSON.parse(args['guard-options'])
+    const store = await tokenStore(app, mod)
+    await app.register(plugin, { origins: ORIGIN, maxTokens, ...(store === undefined ? {} : { store }), ...more })
     return { tokenPath: '/websocket-token', guard: true }
   },
 
@@ -89,6 +96,17 @@ const variants = {
     })
     return { tokenPath: '/plain-token', guard: false }
   }
+}
+
+/** redisTokenStore on a node-redis client of its own, with --token-store-url. */
+async function tokenStore (app, mod) {
+  if (args['token-store-url'] === undefined) return undefined
+  const { createClient } = require('redis')
+  const client = createClient({ url: args['token-store-url'] })
+  client.on('error', () => {})
+  await client.connect()
+  app.addHook('onClose', () => client.quit())
+  return mod.redisTokenStore({ client, prefix: `bench-${args.name ?? process.pid}:` })
 }
 
 async function sessionStore () {
