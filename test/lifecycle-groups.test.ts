@@ -148,23 +148,25 @@ t.test('@fastify/session: once the guard\'s app closed, destroy and regenerate o
   t.equal((await other.inject({ method: 'POST', url: '/destroy' })).statusCode, 200)
 })
 
-t.test('@fastify/secure-session: tokens asked for at once from the login\'s cookie all work with the cookie the browser keeps', async (t) => {
-  const { base } = await buildApp(t, routes({ secureSession: {} }))
-  const client = new Client(base)
-  await call(client, '/login')
-  const tabA = new Client(base)
-  tabA.cookie = client.cookie
-  const tabB = new Client(base)
-  tabB.cookie = client.cookie
-  const tokenA = await tabA.token('?path=/chat')
-  const tokenB = await tabB.token('?path=/chat')
-  // the browser keeps the cookie that came last: tab A's upgrade carries tab B's
-  const browser = new Client(base)
-  browser.cookie = tabB.cookie
-  const a = await browser.connect('/chat?token=' + tokenA)
-  const b = await browser.connect('/chat?token=' + tokenB)
-  t.ok(a.opened, 'tab A opens with the cookie of tab B\'s token response')
-  t.ok(b.opened, 'tab B opens')
-  ;(a.socket as any)?.close()
-  ;(b.socket as any)?.close()
-})
+for (const closeOnSessionEnd of [true, false]) {
+  t.test(`@fastify/secure-session, closeOnSessionEnd: ${String(closeOnSessionEnd)}: tokens asked for at once from the login's cookie all work with the cookie the browser keeps`, async (t) => {
+    const { base } = await buildApp(t, routes({ secureSession: {}, guard: { closeOnSessionEnd } }))
+    const client = new Client(base)
+    await call(client, '/login')
+    const tabA = new Client(base)
+    tabA.cookie = client.cookie
+    const tabB = new Client(base)
+    tabB.cookie = client.cookie
+    const tokenA = await tabA.token('?path=/chat')
+    const tokenB = await tabB.token('?path=/chat')
+    // the browser keeps the cookie that came last: tab A's upgrade carries tab B's
+    const browser = new Client(base)
+    browser.cookie = tabB.cookie
+    const a = await browser.connect('/chat?token=' + tokenA)
+    const b = await browser.connect('/chat?token=' + tokenB)
+    t.ok(a.opened, 'tab A opens with the cookie of tab B\'s token response')
+    t.ok(b.opened, 'tab B opens')
+    ;(a.socket as any)?.close()
+    ;(b.socket as any)?.close()
+  })
+}

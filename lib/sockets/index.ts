@@ -26,7 +26,7 @@ import type { CloseListener, CloseMessage, CloseSubscription } from '../stores/t
 import { clock, EPOCH, FOUND_GONE, LIFETIME_REACHED, Registry, SESSION_ENDED, SHUTTING_DOWN, SocketEntry, TrackedEntry, type Close, type GuardedSocket } from './registry'
 import { GuardResult } from './result'
 import { hasClosed, unwatch, watch, type ConnectionWatcher, type WebsocketServer } from './connections'
-import { addEnder, removeEnder, wrapFastifySession, wrapSecureSession, type Ended, type Ender } from './session-end'
+import { addEnder, addStamper, removeEnder, removeStamper, wrapFastifySession, wrapSecureSession, type Ended, type Ender, type Stamper } from './session-end'
 
 export { GuardResult } from './result'
 
@@ -262,7 +262,11 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   Object.assign(decorator, { closeSession, closeUser } satisfies SocketClosers)
 
-  if (registry === null) return { backend, tracker: null, closeSession, closeUser }
+  if (registry === null) {
+    // no socket is followed, but a cookie session's token store id still goes with its first write
+    const stamped = secure && backend.stamp !== undefined ? stampStoreIds(fastify, opts, backend) : backend
+    return { backend: stamped, tracker: null, closeSession, closeUser }
+  }
   registries.set(decorator, registry)
 
   // ---- session end
@@ -537,6 +541,29 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     tracker,
     closeSession,
     closeUser
+  }
+}
+
+/**
+ * Without the socket's life (`closeOnSessionEnd: false` and nothing else that follows sockets),
+ * @fastify/secure-session's class is still wrapped for its first write: the session's token
+ * store id goes with it (the login, for a session that has one), so that tabs asking for their
+ * first tokens at once from the same cookie all find them in the store. The returned backend
+ * wraps the class on the first session it sees, should the probe at registration have failed.
+ */
+function stampStoreIds (fastify: FastifyInstance, opts: ResolvedOptions, backend: TokenBackend): TokenBackend {
+  const stamp = backend.stamp as NonNullable<TokenBackend['stamp']>
+  const stamper: Stamper = { plugin: opts.sessionPlugin, keys: [opts.sessionKey], stamp: (session) => { stamp(session as SessionLike) } }
+  addStamper(stamper)
+  fastify.addHook('onClose', async () => { removeStamper(stamper) })
+  const wrap = (session: SessionLike): void => { wrapSecureSession(session) }
+  probeSessionClass(fastify, true, wrap)
+  return {
+    ...backend,
+    issue (request, session, path) {
+      wrap(session)
+      return backend.issue(request, session, path)
+    }
   }
 }
 

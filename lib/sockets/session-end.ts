@@ -20,20 +20,28 @@ export interface Ended {
   stored: unknown
 }
 
-/** One plugin instance's side of a session end. */
-export interface Ender {
+/**
+ * One plugin instance's side of a cookie session's first write (@fastify/secure-session):
+ * what the session must carry from then on (its group, its token store id) goes with it.
+ */
+export interface Stamper {
   plugin: SessionPluginName
-  /** the keys a regenerated session must not carry over */
+  /** the keys the guard writes itself (a write of one of them stamps nothing) */
   keys: readonly string[]
+  /** a cookie session is written: what it has not got yet goes with that write */
+  stamp (session: object): void
+}
+
+/** One plugin instance's side of a session end. */
+export interface Ender extends Stamper {
   /** what `session` holds that its end must act on, or `null` for nothing */
   capture (session: object): Ended | null
   /** drops the tokens and closes the sockets; never rejects (it logs) */
   end (ended: Ended): Promise<void>
-  /** a cookie session is written: its group, if it has none yet, goes with that write */
-  stamp (session: object): void
 }
 
 const enders = new Set<Ender>()
+const stampers = new Set<Stamper>()
 /** the decorator object (`fastify.websocketGuard`) of each instance */
 const byDecorator = new WeakMap<object, Ender>()
 /** each wrapped @fastify/session prototype, and the symbol under which its sessions keep their request */
@@ -41,11 +49,22 @@ const wrapped = new WeakMap<object, symbol | undefined>()
 
 export function addEnder (ender: Ender, decorator: object): void {
   enders.add(ender)
+  stampers.add(ender)
   byDecorator.set(decorator, ender)
 }
 
 export function removeEnder (ender: Ender): void {
   enders.delete(ender)
+  stampers.delete(ender)
+}
+
+/** For an instance that ends no session (`closeOnSessionEnd: false`) but stamps store ids. */
+export function addStamper (stamper: Stamper): void {
+  stampers.add(stamper)
+}
+
+export function removeStamper (stamper: Stamper): void {
+  stampers.delete(stamper)
 }
 
 type Pending = Array<[Ender, Ended]>
@@ -156,7 +175,7 @@ export function wrapSecureSession (session: object): void {
     if (!stamping) {
       stamping = true
       try {
-        for (const ender of enders) if (ender.plugin === '@fastify/secure-session' && !ender.keys.includes(key)) ender.stamp(this)
+        for (const stamper of stampers) if (stamper.plugin === '@fastify/secure-session' && !stamper.keys.includes(key)) stamper.stamp(this)
       } finally {
         stamping = false
       }
