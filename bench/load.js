@@ -111,29 +111,37 @@ serve({
     return { ops: count, ms }
   },
   // HTTP throughput of one GET route with autocannon; one session per connection
-  async cannon ({ port, path, connections, duration }) {
-    const cookies = []
-    for (let i = 0; i < connections; i++) {
-      const jar = { cookie: '' }
-      await getJson(port, path, jar)
-      cookies.push(jar.cookie)
-    }
-    let c = 0
-    const result = await autocannon({
-      url: `http://127.0.0.1:${port}${path}`,
-      connections,
-      duration,
-      setupClient (client) {
-        client.setHeaders({ cookie: cookies[c++ % cookies.length] })
-      }
-    })
-    const ok = result['2xx']
-    if (result.non2xx > 0 || result.errors > 0) {
-      throw new Error(`autocannon on ${path}: ${result.non2xx} non-2xx, ${result.errors} errors`)
-    }
-    return { ops: ok + connections, ms: result.duration * 1000, rps: ok / result.duration, p99: result.latency.p99 }
+  cannon,
+  // the same on several servers at once, so that all of them meet the same moments of a
+  // noisy machine: one autocannon per server, started together
+  async cannons ({ targets, connections, duration }) {
+    return await Promise.all(targets.map(({ port, path }) => cannon({ port, path, connections, duration })))
   },
   exit () {
     for (const agent of agents.values()) agent.destroy()
   }
 })
+
+/** HTTP throughput of one GET route with autocannon; one session per connection. */
+async function cannon ({ port, path, connections, duration }) {
+  const cookies = []
+  for (let i = 0; i < connections; i++) {
+    const jar = { cookie: '' }
+    await getJson(port, path, jar)
+    cookies.push(jar.cookie)
+  }
+  let c = 0
+  const result = await autocannon({
+    url: `http://127.0.0.1:${port}${path}`,
+    connections,
+    duration,
+    setupClient (client) {
+      client.setHeaders({ cookie: cookies[c++ % cookies.length] })
+    }
+  })
+  const ok = result['2xx']
+  if (result.non2xx > 0 || result.errors > 0) {
+    throw new Error(`autocannon on ${path}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+  }
+  return { ops: ok + connections, ms: result.duration * 1000, rps: ok / result.duration, p99: result.latency.p99 }
+}

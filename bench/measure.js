@@ -75,9 +75,10 @@ async function flows (ctx, label, setup, servers, plan = ctx.plan.flows) {
 }
 
 /**
- * Token-route throughput of `servers` (as for `flows`): autocannon on each in turn, which one
- * goes first changing every round; each connection is one session asking for token after
- * token. Returns requests per second and server CPU µs per request, round by round.
+ * Token-route throughput of `servers` (as for `flows`): autocannon on all of them at once,
+ * so that all meet the same moments of a noisy machine; each connection is one session
+ * asking for token after token. Returns requests per second and server CPU µs per request,
+ * round by round.
  */
 async function tokenRoute (ctx, label, setup, servers) {
   const { warmup, rounds, duration, connections } = ctx.plan.tokenRoute
@@ -87,17 +88,16 @@ async function tokenRoute (ctx, label, setup, servers) {
     const rate = Object.fromEntries(names.map((n) => [n, []]))
     const cpu = Object.fromEntries(names.map((n) => [n, []]))
     for (let r = 0; r < warmup + rounds; r++) {
-      for (let k = 0; k < names.length; k++) {
-        const i = (r + k) % names.length
-        const [before] = await cpuOf([procs[i]])
-        const result = await load.call({ cmd: 'cannon', port: targets[i].port, path: targets[i].tokenPath, connections, duration })
-        const [after] = await cpuOf([procs[i]])
-        ctx.served(`${label}-${names[i]}`, result.ops)
-        if (r < warmup) continue
-        rate[names[i]].push(result.rps)
-        cpu[names[i]].push((after.cpu - before.cpu) / result.ops)
-      }
-      if (r >= warmup) ctx.log(`${label} round ${r - warmup + 1}/${rounds}: req/s ${names.map((n) => `${n} ${Math.round(rate[n].at(-1))}`).join(', ')}`)
+      const before = await cpuOf(procs)
+      const results = await load.call({ cmd: 'cannons', targets: targets.map((t) => ({ port: t.port, path: t.tokenPath })), connections, duration })
+      const after = await cpuOf(procs)
+      names.forEach((n, i) => {
+        ctx.served(`${label}-${n}`, results[i].ops)
+        if (r < warmup) return
+        rate[n].push(results[i].rps)
+        cpu[n].push((after[i].cpu - before[i].cpu) / results[i].ops)
+      })
+      if (r >= warmup) ctx.log(`${label} round ${r - warmup + 1}/${rounds}: req/s ${names.map((n) => `${n} ${Math.round(rate[n].at(-1))}`).join(', ')}; µs/req ${names.map((n) => `${n} ${cpu[n].at(-1).toFixed(1)}`).join(', ')}`)
     }
     return { rate, cpu }
   } finally {

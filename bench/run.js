@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
 const PLANS = {
   full: {
     flows: { warmup: 2, rounds: 9, minRounds: 5, seconds: 45, count: 80, concurrency: 8, sessions: 16 },
-    tokenRoute: { warmup: 1, rounds: 5, duration: 1.5, connections: 10 }
+    tokenRoute: { warmup: 3, rounds: 9, duration: 1.5, connections: 10 }
   },
   quick: {
     flows: { warmup: 1, rounds: 3, minRounds: 3, seconds: 10, count: 20, concurrency: 8, sessions: 16 },
@@ -153,7 +153,7 @@ function markdown (results, { seconds, plan, load }) {
     `Machine: ${machine()}; load average ${load.before} before the run, ${load.after} after it (the machine is shared).`,
     '',
     `Connection flow: a token request over keep-alive HTTP, then the upgrade, then a close; four servers (guard, hand-written check, baseline, a second baseline) side by side, ${plan.flows.sessions} sessions each, ${plan.flows.concurrency} flows in flight, the servers taking turns flow by flow (which one starts changes every round), ${plan.flows.count} flows per server and round, ${plan.flows.rounds} rounds after ${plan.flows.warmup} of warm-up (fewer, at least ${plan.flows.minRounds}, when a comparison has taken ${plan.flows.seconds} s: each row says how many). A ratio is the median of the per-round ratios of the servers' own CPU time per flow. The noise floor is what an A/A pair (the baseline against an identical second baseline, in the same rounds) measures: the larger of its median's distance from 1 and half the interquartile range of its per-round ratios; a verdict within it says so. Logger on means level info into a stream that drops the lines. Sessions are @fastify/session's default in-process store, or Redis through connect-redis (redis-server's own CPU is not counted).`,
-    `Token route: autocannon, ${plan.tokenRoute.connections} connections (one session each) for ${plan.tokenRoute.duration} s per server and round, the guard's route, the one-value route and a second one-value route (A/A) in turn, which one starts changing every round, ${plan.tokenRoute.rounds} rounds after ${plan.tokenRoute.warmup} of warm-up. Its figure is throughput per second of server CPU (requests a CPU-bound server serves per second), the inverse of the CPU per request ratio: on a shared machine, wall-clock requests per second measure the neighbours as much as the server; they are given beside it.`,
+    `Token route: autocannon, ${plan.tokenRoute.connections} connections (one session each) on each server for ${plan.tokenRoute.duration} s per round, the guard's route, the one-value route and a second one-value route (A/A) loaded at the same time (one autocannon each, started together), ${plan.tokenRoute.rounds} rounds after ${plan.tokenRoute.warmup} of warm-up. Its figure is throughput per second of server CPU (requests a CPU-bound server serves per second), the inverse of the CPU per request ratio: on a shared machine, wall-clock requests per second measure the neighbours as much as the server; they are given beside it.`,
     '',
     '| # | figure | goal | met? | case | measured | from |',
     '|---|---|---|---|---|---|---|'
