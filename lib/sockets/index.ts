@@ -146,6 +146,8 @@ export function trackedSockets (decorator: object): { sockets: number, groups: n
 export async function socketLife (fastify: FastifyInstance, opts: ResolvedOptions, backend: TokenBackend, decorator: object): Promise<SocketLife> {
   const groupKey = opts.sessionKey + GROUP_SUFFIX
   const secure = opts.sessionPlugin === '@fastify/secure-session'
+  // a cookie session's token store id goes with its first write, whether sockets are followed or not
+  const issuing = secure && backend.stamp !== undefined ? stampStoreIds(fastify, [groupKey, opts.sessionKey], backend) : backend
   const tracking = opts.closeOnSessionEnd || opts.identify !== undefined || opts.maxSocketLifetime !== false || opts.revalidateInterval !== false
   const registry = tracking ? new Registry() : null
   const ended = new EndedGroups(opts.tokenTTL + opts.storeTimeout)
@@ -262,11 +264,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   Object.assign(decorator, { closeSession, closeUser } satisfies SocketClosers)
 
-  if (registry === null) {
-    // no socket is followed, but a cookie session's token store id still goes with its first write
-    const stamped = secure && backend.stamp !== undefined ? stampStoreIds(fastify, opts, backend) : backend
-    return { backend: stamped, tracker: null, closeSession, closeUser }
-  }
+  if (registry === null) return { backend: issuing, tracker: null, closeSession, closeUser }
   registries.set(decorator, registry)
 
   // ---- session end
@@ -281,8 +279,6 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
     },
     stamp (session) {
       stampGroup(session)
-      // only cookie sessions are stamped, and their tokens always live in a store (pickBackend)
-      ;(backend.stamp as NonNullable<TokenBackend['stamp']>)(session as SessionLike)
     },
     async end ({ session, group, stored }: Ended) {
       try {
@@ -530,12 +526,12 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   return {
     backend: {
-      ...backend,
+      ...issuing,
       issue (request, session, path) {
         learn(session, request)
         stampGroup(session)
         // as synchronous as the backend's own
-        return backend.issue(request, session, path)
+        return issuing.issue(request, session, path)
       }
     },
     tracker,
@@ -545,15 +541,16 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 }
 
 /**
- * Without the socket's life (`closeOnSessionEnd: false` and nothing else that follows sockets),
- * @fastify/secure-session's class is still wrapped for its first write: the session's token
- * store id goes with it (the login, for a session that has one), so that tabs asking for their
- * first tokens at once from the same cookie all find them in the store. The returned backend
- * wraps the class on the first session it sees, should the probe at registration have failed.
+ * @fastify/secure-session's class is wrapped for its first write, with or without the socket's
+ * life: the session's token store id goes with it (the login, for a session that has one), so
+ * that tabs asking for their first tokens at once from the same cookie all find them in the
+ * store (cookie sessions always keep their tokens in a store: pickBackend). `keys` are the ones
+ * the guard writes itself, whose writes stamp nothing. The returned backend wraps the class on
+ * the first session it sees, should the probe at registration have failed.
  */
-function stampStoreIds (fastify: FastifyInstance, opts: ResolvedOptions, backend: TokenBackend): TokenBackend {
+function stampStoreIds (fastify: FastifyInstance, keys: readonly string[], backend: TokenBackend): TokenBackend {
   const stamp = backend.stamp as NonNullable<TokenBackend['stamp']>
-  const stamper: Stamper = { plugin: opts.sessionPlugin, keys: [opts.sessionKey], stamp: (session) => { stamp(session as SessionLike) } }
+  const stamper: Stamper = { plugin: '@fastify/secure-session', keys, stamp: (session) => { stamp(session as SessionLike) } }
   addStamper(stamper)
   fastify.addHook('onClose', async () => { removeStamper(stamper) })
   const wrap = (session: SessionLike): void => { wrapSecureSession(session) }

@@ -26,7 +26,10 @@ export interface Ended {
  */
 export interface Stamper {
   plugin: SessionPluginName
-  /** the keys the guard writes itself (a write of one of them stamps nothing) */
+  /**
+   * the keys the guard writes itself: a write of one of them stamps nothing, and (for an
+   * Ender) a regenerated session does not carry them over
+   */
   keys: readonly string[]
   /** a cookie session is written: what it has not got yet goes with that write */
   stamp (session: object): void
@@ -58,7 +61,7 @@ export function removeEnder (ender: Ender): void {
   stampers.delete(ender)
 }
 
-/** For an instance that ends no session (`closeOnSessionEnd: false`) but stamps store ids. */
+/** A stamper of its own: the token store ids of cookie sessions, with or without session ends. */
 export function addStamper (stamper: Stamper): void {
   stampers.add(stamper)
 }
