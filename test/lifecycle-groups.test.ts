@@ -148,9 +148,14 @@ t.test('@fastify/session: once the guard\'s app closed, destroy and regenerate o
   t.equal((await other.inject({ method: 'POST', url: '/destroy' })).statusCode, 200)
 })
 
-for (const closeOnSessionEnd of [true, false]) {
-  t.test(`@fastify/secure-session, closeOnSessionEnd: ${String(closeOnSessionEnd)}: tokens asked for at once from the login's cookie all work with the cookie the browser keeps`, async (t) => {
-    const { base } = await buildApp(t, routes({ secureSession: {}, guard: { closeOnSessionEnd } }))
+// the socket's life on, off, and on without session ends (identify only)
+for (const [label, guard] of [
+  ['closeOnSessionEnd: true', { closeOnSessionEnd: true }],
+  ['closeOnSessionEnd: false', { closeOnSessionEnd: false }],
+  ['closeOnSessionEnd: false with identify', { closeOnSessionEnd: false, identify: () => null }]
+] as const) {
+  t.test(`@fastify/secure-session, ${label}: tokens asked for at once from the login's cookie all work with the cookie the browser keeps`, async (t) => {
+    const { base } = await buildApp(t, routes({ secureSession: {}, guard }))
     const client = new Client(base)
     await call(client, '/login')
     const tabA = new Client(base)
