@@ -11,7 +11,7 @@
 // --only     figures by number or by a word of their title, comma-separated
 // --list     the figures and their goals, without measuring
 // --profile  V8 CPU profiles of the servers into bench/profiles/ (read them with
-//            bench/profile-summary.js)
+//            bench/profile-summary.js); BENCH_PROFILE_INTERVAL=µs samples more often than 1 ms
 // BENCH_PACKAGE_DIR=dir uses an already built package there instead of a snapshot of dist/.
 const { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } = require('node:fs')
 const { join } = require('node:path')
@@ -80,6 +80,8 @@ function context ({ quick, profile }) {
       if (profile && file === 'server.js') {
         mkdirSync(join(profileDir, name), { recursive: true })
         execArgv = [...execArgv, '--cpu-prof', `--cpu-prof-dir=${join(profileDir, name)}`]
+        // a finer sampling than V8's default 1 ms, e.g. BENCH_PROFILE_INTERVAL=100 (µs)
+        if (process.env.BENCH_PROFILE_INTERVAL !== undefined) execArgv.push(`--cpu-prof-interval=${Number(process.env.BENCH_PROFILE_INTERVAL)}`)
       }
       return spawnChild(file, childArgs, { env, execArgv })
     },
