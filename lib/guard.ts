@@ -46,7 +46,7 @@ export interface GuardContext {
  * The hook is callback-style: where nothing waits (an allow-list or same-origin check, a
  * store that answers at once) the whole check runs synchronously, with no promise made.
  */
-export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationHookHandler {
+export function guardHook (ctx: GuardContext, route: RouteGuard, url: string): preValidationHookHandler {
   return function websocketGuard (request, _reply, done) {
     // a plain HTTP request to the route is not checked and consumes nothing
     if ((request as { ws?: unknown }).ws !== true) return done()
@@ -58,22 +58,22 @@ export function guardHook (ctx: GuardContext, route: RouteGuard): preValidationH
       return refused(ctx, request, null, err, done)
     }
     if (isThenable(origin)) {
-      origin.then((allowed) => { checkToken(ctx, route, request, allowed, done) }, (err: unknown) => { refused(ctx, request, null, err, done) })
+      origin.then((allowed) => { checkToken(ctx, route, url, request, allowed, done) }, (err: unknown) => { refused(ctx, request, null, err, done) })
     } else {
-      checkToken(ctx, route, request, origin, done)
+      checkToken(ctx, route, url, request, origin, done)
     }
   }
 }
 
 /** 2. token: exactly one presented, then consumed from the session's tokens; then the result. */
-function checkToken (ctx: GuardContext, route: RouteGuard, request: FastifyRequest, origin: string | null, done: HookHandlerDoneFunction): void {
+function checkToken (ctx: GuardContext, route: RouteGuard, url: string, request: FastifyRequest, origin: string | null, done: HookHandlerDoneFunction): void {
   let entry: SocketEntry | null = null
   let presented: PresentedToken | null = null
   let consumed: Promise<void> | void = undefined
   try {
     // the socket's life: registered before the token is consumed, so that no close of its
     // session can pass in between (lib/sockets/)
-    if (ctx.sockets !== null) entry = ctx.sockets.reserve(request)
+    if (ctx.sockets !== null) entry = ctx.sockets.reserve(request, url)
     if (route.token) {
       presented = presentedOf(ctx, request)
       consumed = consumePresented(ctx, request, presented.token)

@@ -35,7 +35,7 @@ export function onRoute (ctx: GuardContext): (routeOptions: RouteOptions) => voi
     const route = resolveRouteGuard(options.guard, websocket, routeOptions.url, ctx.opts)
     if (route === null) return
     const existing = routeOptions.preValidation
-    const hook = guardHook(ctx, route)
+    const hook = guardHook(ctx, route, routeOptions.url)
     // first, so that no route-level code sees an unchecked upgrade
     routeOptions.preValidation = existing === undefined ? [hook] : [hook].concat(existing as any)
   }

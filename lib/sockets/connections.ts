@@ -87,9 +87,10 @@ export function upgradeWatched (wss: object, transport: object, cb: (...args: un
   for (const watcher of watchers) watcher.detach(transport)
   let opened = false
   try {
-    upgrade(function upgraded (...args: unknown[]) {
+    // ws calls back with (socket, request): no rest parameters, which would make an array
+    upgrade(function upgraded (socket: unknown, request: unknown) {
       opened = true
-      cb(...args)
+      cb(socket, request)
     })
   } finally {
     // refused by ws (its connection is destroyed and closes soon), or ws's verifyClient

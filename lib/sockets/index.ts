@@ -58,11 +58,11 @@ export interface SocketLife extends SocketClosers {
 /** The guard's side of the registry. */
 export interface SocketTracker {
   /**
-   * Registers the upgrade before its token is consumed: `null` when it cannot complete. The
-   * caller hands the entry to `admit` once the token is consumed, to `release` when the
-   * upgrade is refused.
+   * Registers the upgrade of `route` (its pattern) before its token is consumed: `null` when
+   * it cannot complete. The caller hands the entry to `admit` once the token is consumed, to
+   * `release` when the upgrade is refused.
    */
-  reserve (request: FastifyRequest): SocketEntry | null
+  reserve (request: FastifyRequest, route: string): SocketEntry | null
   /** identify, expiry, last checks: the result (a promise only while identify is waited for), or a refusal */
   admit (request: FastifyRequest, entry: SocketEntry, origin: string | null, token: string | null): GuardResult | Promise<GuardResult>
   release (entry: SocketEntry): void
@@ -151,8 +151,10 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   const tracking = opts.closeOnSessionEnd || opts.identify !== undefined || opts.maxSocketLifetime !== false || opts.revalidateInterval !== false
   const registry = tracking ? new Registry() : null
   const ended = new EndedGroups(opts.tokenTTL + opts.storeTimeout)
-  // each entry by its connection while the upgrade is under way, by its socket once open
-  const entries = new WeakMap<object, SocketEntry>()
+  // each entry on its connection while the upgrade is under way, on its socket once open:
+  // a property of this instance's own (a WeakMap costs an identity hash per object)
+  const ENTRY = Symbol('fastify-websocket-guard.entry')
+  type Holder = Record<symbol, SocketEntry | undefined>
   // users, revalidation: every entry has the fields for them (deadlines: those that have one)
   const tracksMore = opts.identify !== undefined || opts.revalidateInterval !== false
   let subscription: CloseSubscription | null = null
@@ -328,21 +330,21 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   // one listener of each for all sockets: `this` is the connection, or the socket, that closed
   const onClose = function (this: object): void {
-    const entry = entries.get(this)
+    const entry = (this as Holder)[ENTRY]
     if (entry === undefined) return
-    entries.delete(this)
+    ;(this as Holder)[ENTRY] = undefined
     registry.remove(entry)
   }
 
   const watcher: ConnectionWatcher = {
     detach (transport) {
-      if (entries.has(transport)) (transport as Transport).removeListener('close', onClose)
+      if ((transport as Holder)[ENTRY] !== undefined) (transport as Transport).removeListener('close', onClose)
     },
     reattach (transport) {
-      if (entries.has(transport)) (transport as Transport).on('close', onClose)
+      if ((transport as Holder)[ENTRY] !== undefined) (transport as Transport).on('close', onClose)
     },
     gone (socket) {
-      if (!entries.has(socket)) return
+      if ((socket as unknown as Holder)[ENTRY] === undefined) return
       // taken out of `clients` by someone while still open: its own 'close' is awaited
       if (hasClosed(socket)) onClose.call(socket)
       else (socket as unknown as Transport).on('close', onClose)
@@ -353,10 +355,10 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   const onConnection = (socket: GuardedSocket, raw: object): void => {
     const transport = transportOf(raw)
-    const entry = entries.get(transport)
+    const entry = (transport as Holder)[ENTRY]
     if (entry === undefined) return
-    entries.delete(transport)
-    entries.set(socket, entry)
+    ;(transport as Holder)[ENTRY] = undefined
+    ;(socket as unknown as Holder)[ENTRY] = entry
     if (!clientsTell) (socket as unknown as Transport).on('close', onClose)
     registry.opened(entry, socket)
   }
@@ -486,7 +488,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   }
 
   const tracker: SocketTracker = {
-    reserve (request) {
+    reserve (request, route) {
       const transport = transportOf(request.raw)
       // its close has been emitted already: the upgrade cannot complete
       if (transport.destroyed === true) return null
@@ -501,11 +503,11 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       } else {
         entry = new SocketEntry(openedAt)
       }
-      entry.route = request.routeOptions.url as string
+      entry.route = route
       if (session !== null) learn(session, request)
       // without a session, a group of its own; a cookie session's is written into it
       registry.add(entry, (session === null ? undefined : groupOf(session)) ?? newGroup(session))
-      entries.set(transport, entry)
+      ;(transport as Holder)[ENTRY] = entry
       transport.on('close', onClose)
       return entry
     },
