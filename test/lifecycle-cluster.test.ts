@@ -10,9 +10,7 @@ import websocket from '@fastify/websocket'
 import websocketGuard, { redisTokenStore } from '../lib/index'
 import { redisCloseBus } from '../lib/stores/redis-bus'
 import { APP_ORIGIN, CLIENT_KINDS, SECURE_SESSION_KEY, clusterClient, command, monitor, redisClient, redisSkip, sentinelClient, startCluster, startRedis, startSentinel, type ClientKind, type RedisCluster, type RedisSentinel } from './helpers/redis'
-import { call, Client, closedWithin, echoes, held, tryOpen, until, type Opened } from './helpers/lifecycle'
-
-const ENDED = { code: 4401, reason: 'session ended' }
+import { addEchoRoute, addSessionRoutes, call, Client, closedWithin, echoes, ENDED, held, tryOpen, until, type Opened } from './helpers/lifecycle'
 
 interface Node {
   app: FastifyInstance
@@ -36,21 +34,8 @@ async function node (t: Test, topology: { cluster: RedisCluster } | { sentinel: 
     storeTimeout: 3000,
     identify: (request: FastifyRequest) => (request.session.get('user' as never) as string | undefined) ?? null
   })
-  app.get('/chat', { websocket: true, guard: true }, (socket) => {
-    socket.on('message', (m) => socket.send(m.toString()))
-  })
-  app.post('/login', async (request) => {
-    request.session.set('user' as never, (request.body as { user: string }).user as never)
-    return {}
-  })
-  app.post('/logout', async (request) => {
-    (request.session as unknown as { delete (): void }).delete()
-    return {}
-  })
-  app.post('/close-user', async (request) => {
-    await app.websocketGuard.closeUser((request.body as { id: string }).id)
-    return {}
-  })
+  addEchoRoute(app)
+  addSessionRoutes(app, true)
   await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
 }

@@ -14,9 +14,7 @@ import websocketGuard, { redisTokenStore, type CloseListener, type CloseSubscrip
 import { redisCloseBus } from '../lib/stores/redis-bus'
 import { SECRET } from './helpers/app'
 import { APP_ORIGIN, CLIENT_KINDS, redisClient, redisSkip, SECURE_SESSION_KEY, startRedis, type ClientKind } from './helpers/redis'
-import { call, Client, closedWithin, echoes, held, tryOpen, until, type Opened } from './helpers/lifecycle'
-
-const ENDED = { code: 4401, reason: 'session ended' }
+import { addEchoRoute, addSessionRoutes, call, Client, closedWithin, echoes, ENDED, held, tryOpen, until, type Opened } from './helpers/lifecycle'
 
 interface Node {
   app: FastifyInstance
@@ -74,31 +72,8 @@ async function node (t: Test, url: string, options: NodeOptions = {}): Promise<N
     identify: (request: FastifyRequest) => (request.session.get('user' as never) as string | undefined) ?? null,
     ...options.guard
   })
-  app.get('/chat', { websocket: true, guard: true }, (socket) => {
-    socket.on('message', (m) => socket.send(m.toString()))
-  })
-  app.post('/login', async (request) => {
-    request.session.set('user' as never, (request.body as { user: string }).user as never)
-    return {}
-  })
-  app.post('/logout', async (request) => {
-    if (options.sessions === 'secure') (request.session as unknown as { delete (): void }).delete()
-    else await request.session.destroy()
-    return {}
-  })
-  app.post('/close-session', async (request) => {
-    await app.websocketGuard.closeSession(request)
-    return {}
-  })
-  app.post('/close-user', async (request, reply) => {
-    const { id, except } = request.body as { id: string, except?: boolean }
-    try {
-      await app.websocketGuard.closeUser(id, except === true ? { except: request } : undefined)
-      return {}
-    } catch (err) {
-      return await reply.code(503).send({ code: (err as { code: string }).code })
-    }
-  })
+  addEchoRoute(app)
+  addSessionRoutes(app, options.sessions === 'secure')
   await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, base: `http://127.0.0.1:${(app.server.address() as { port: number }).port}`, store, lines }
 }

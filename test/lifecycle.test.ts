@@ -6,39 +6,16 @@ import WebSocket from 'ws'
 import { MemoryStore } from '@fastify/session'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { buildApp, Client, type AppOptions } from './helpers/app'
-import { call, closedWithin, echoes, held, open, tryOpen, until, type Opened } from './helpers/lifecycle'
+import { addSessionRoutes, call, closedWithin, echoes, ENDED, held, open, raceLogout, tryOpen, until, type Opened } from './helpers/lifecycle'
 import { memoryTokenStore } from '../lib/index'
 
-const ENDED = { code: 4401, reason: 'session ended' }
 const LIFETIME = { code: 4408, reason: 'socket lifetime reached' }
-
-/** Routes that end or close sessions, as an app would write them. */
-function sessionRoutes (app: FastifyInstance): void {
-  app.post('/logout', async (request) => {
-    await request.session.destroy()
-    return { ok: true }
-  })
-  app.post('/login', async (request) => {
-    const { user } = request.body as { user: string }
-    request.session.set('user' as never, user as never)
-    return { ok: true }
-  })
-  app.post('/close-session', async (request) => {
-    await app.websocketGuard.closeSession(request, request.body as never)
-    return { ok: true }
-  })
-  app.post('/close-user', async (request) => {
-    const { id, except, ...options } = request.body as { id: string, except?: boolean }
-    await app.websocketGuard.closeUser(id, { ...options, ...(except === true ? { except: request } : {}) })
-    return { ok: true }
-  })
-}
 
 async function app (t: Parameters<typeof buildApp>[0], options: AppOptions = {}): Promise<Awaited<ReturnType<typeof buildApp>>> {
   return await buildApp(t, {
     ...options,
     async setup (a) {
-      sessionRoutes(a)
+      addSessionRoutes(a)
       await options.setup?.(a)
     }
   })
@@ -499,25 +476,12 @@ t.test('with every lifecycle feature off the guard follows no socket; closeSessi
 for (const [name, store] of [['tokens in the session', undefined], ['tokens in a memory store', memoryTokenStore]] as const) {
   t.test(`the race, ${name}: an upgrade and the logout of its session at the same moment never leave a socket open (100 rounds)`, async (t) => {
     const { app: server, base } = await app(t, store === undefined ? {} : { guard: { store: store() } })
-    const outcomes = { refused: 0, closed: 0 }
-    for (let round = 0; round < 100; round++) {
+    await raceLogout(t, 100, async () => {
       const client = new Client(base)
       const token = await client.token('?path=/chat')
       const [upgrade] = await Promise.all([tryOpen(client, '/chat', token), call(client, '/logout')])
-      if (!('ws' in upgrade)) {
-        outcomes.refused++
-        continue
-      }
-      const closed = await closedWithin(upgrade, 3000)
-      if (closed === null) {
-        t.fail(`round ${round}: a socket stayed open after its session ended`)
-        upgrade.ws.close()
-        continue
-      }
-      t.same(closed, ENDED, `round ${round}`)
-      outcomes.closed++
-    }
-    t.equal(outcomes.refused + outcomes.closed, 100, `refused ${outcomes.refused}, opened then closed ${outcomes.closed}`)
+      return upgrade
+    })
     t.ok(await until(() => held(server)?.sockets === 0))
   })
 }

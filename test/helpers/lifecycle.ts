@@ -5,6 +5,7 @@
  */
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
+import type { Test } from 'tap'
 import { Client, connect, type ConnectResult } from './app'
 import { trackedSockets } from '../../lib/sockets/index'
 
@@ -93,14 +94,19 @@ export async function echoes (socket: Opened, text = 'ping'): Promise<boolean> {
   })
 }
 
+/** The close of a socket whose session ended. */
+export const ENDED: Closed = { code: 4401, reason: 'session ended' }
+
 /**
- * The session routes the lifecycle tests call: /login (the session's first write), /logout
- * (the session plugin's own end: destroy(), or delete() for @fastify/secure-session) and
- * /close-session.
+ * The session routes the lifecycle tests call: /login (the session's first write; the user is
+ * the body's `user`, or alice), /logout (the session plugin's own end: destroy(), or delete()
+ * for @fastify/secure-session), /close-session (the body is its options), and /close-user
+ * (`{ id, except?, ...options }`: a failure answers 503 with its code).
  */
 export function addSessionRoutes (app: FastifyInstance, secure = false): void {
   app.post('/login', async (request) => {
-    ;(request.session as unknown as { set: (key: string, value: unknown) => void }).set('user', 'alice')
+    const user = (request.body as { user?: string } | undefined)?.user ?? 'alice'
+    ;(request.session as unknown as { set: (key: string, value: unknown) => void }).set('user', user)
     return { ok: true }
   })
   app.post('/logout', async (request) => {
@@ -109,9 +115,51 @@ export function addSessionRoutes (app: FastifyInstance, secure = false): void {
     return { ok: true }
   })
   app.post('/close-session', async (request) => {
-    await app.websocketGuard.closeSession(request)
+    await app.websocketGuard.closeSession(request, request.body as never)
     return { ok: true }
   })
+  app.post('/close-user', async (request, reply) => {
+    const { id, except, ...options } = request.body as { id: string, except?: boolean }
+    try {
+      await app.websocketGuard.closeUser(id, { ...options, ...(except === true ? { except: request } : {}) })
+      return { ok: true }
+    } catch (err) {
+      return await reply.code(503).send({ code: (err as { code: string }).code })
+    }
+  })
+}
+
+/** A guarded /chat that echoes what it gets. */
+export function addEchoRoute (app: FastifyInstance): void {
+  app.get('/chat', { websocket: true, guard: true }, (socket) => {
+    socket.on('message', (m) => socket.send(m.toString()))
+  })
+}
+
+/**
+ * The race: `rounds` times, `start(round)` sets off an upgrade and the logout of its session
+ * at the same moment and hands back the upgrade; each must be refused, or opened and then
+ * closed with 4401, never left open. Returns how many were of each kind.
+ */
+export async function raceLogout (t: Test, rounds: number, start: (round: number) => Promise<Opened | ConnectResult>): Promise<{ refused: number, closed: number }> {
+  const outcomes = { refused: 0, closed: 0 }
+  for (let round = 0; round < rounds; round++) {
+    const upgrade = await start(round)
+    if (!('ws' in upgrade)) {
+      outcomes.refused++
+      continue
+    }
+    const closed = await closedWithin(upgrade, 3000)
+    if (closed === null) {
+      t.fail(`round ${round}: a socket stayed open after its session ended`)
+      upgrade.ws.close()
+      continue
+    }
+    t.same(closed, ENDED, `round ${round}`)
+    outcomes.closed++
+  }
+  t.equal(outcomes.refused + outcomes.closed, rounds, `refused ${outcomes.refused}, opened then closed ${outcomes.closed}`)
+  return outcomes
 }
 
 /** What the guard of `app` still holds. */
