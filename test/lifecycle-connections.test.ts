@@ -5,19 +5,16 @@
 import t from 'tap'
 import { connect as tcpConnect } from 'node:net'
 import { buildApp, Client, type AppOptions } from './helpers/app'
-import { addSessionRoutes, call, closedWithin, echoes, held, open, until } from './helpers/lifecycle'
-
-const ENDED = { code: 4401, reason: 'session ended' }
+import { call, closedWithin, echoes, ENDED, held, open, until, withSessionRoutes } from './helpers/lifecycle'
 
 async function app (t: Parameters<typeof buildApp>[0], options: AppOptions = {}): Promise<Awaited<ReturnType<typeof buildApp>>> {
-  return await buildApp(t, {
+  return await buildApp(t, withSessionRoutes({
     ...options,
     async setup (a) {
-      addSessionRoutes(a)
       a.get('/open', { websocket: true, guard: false }, (socket) => { socket.send('hello') })
       await options.setup?.(a)
     }
-  })
+  }))
 }
 
 /** The listeners of `name` on the connection under a request, counted in the handler. */

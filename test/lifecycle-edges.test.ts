@@ -13,9 +13,7 @@ import { EndedGroups } from '../lib/sockets/index'
 import { Deadlines } from '../lib/sockets/deadlines'
 import { clock, TrackedEntry } from '../lib/sockets/registry'
 import { buildApp, Client, SECRET, type AppOptions } from './helpers/app'
-import { addSessionRoutes, call, closedWithin, echoes, held, open, tryOpen, until } from './helpers/lifecycle'
-
-const ENDED = { code: 4401, reason: 'session ended' }
+import { call, closedWithin, echoes, ENDED, held, open, tryOpen, until, withSessionRoutes } from './helpers/lifecycle'
 
 function gate (): { wait: Promise<void>, open (): void } {
   let open!: () => void
@@ -24,13 +22,7 @@ function gate (): { wait: Promise<void>, open (): void } {
 }
 
 async function app (t: Parameters<typeof buildApp>[0], options: AppOptions = {}): Promise<Awaited<ReturnType<typeof buildApp>>> {
-  return await buildApp(t, {
-    ...options,
-    async setup (a) {
-      addSessionRoutes(a)
-      await options.setup?.(a)
-    }
-  })
+  return await buildApp(t, withSessionRoutes(options))
 }
 
 t.test('an upgrade whose connection is gone before the guard reserves it registers nothing', async (t) => {

@@ -4,10 +4,8 @@
 // session left a group behind on closeSession.
 import t from 'tap'
 import { MemoryStore } from '@fastify/session'
-import { buildApp, Client, type AppOptions } from './helpers/app'
-import { addSessionRoutes, call, closedWithin, held, open, type Opened } from './helpers/lifecycle'
-
-const ENDED = { code: 4401, reason: 'session ended' }
+import { buildApp, Client } from './helpers/app'
+import { call, closedWithin, ENDED, held, open, withSessionRoutes, type Opened } from './helpers/lifecycle'
 
 /** A MemoryStore whose next `set` waits until it is let go. */
 class HeldStore extends MemoryStore {
@@ -34,20 +32,10 @@ async function until (check: () => boolean): Promise<void> {
   while (!check()) await new Promise((resolve) => setTimeout(resolve, 5))
 }
 
-function routes (options: AppOptions): AppOptions {
-  return {
-    ...options,
-    async setup (a) {
-      addSessionRoutes(a, options.secureSession !== undefined)
-      await options.setup?.(a)
-    }
-  }
-}
-
 for (const end of ['/logout', '/close-session']) {
   t.test(`@fastify/session: interleaved first token requests of a session, then ${end}: every socket of the session closes`, async (t) => {
     const store = new HeldStore()
-    const { app: server, base } = await buildApp(t, routes({ session: { store } }))
+    const { app: server, base } = await buildApp(t, withSessionRoutes({ session: { store } }))
     const client = new Client(base)
     await call(client, '/login')
     // tab B asks for a token first; its session is saved last
@@ -76,7 +64,7 @@ for (const [plugin, options, group] of [
   ['@fastify/secure-session', { secureSession: {} }, 'gives the session a new group']
 ] as const) {
   t.test(`${plugin}: closeSession ${group}; the sockets opened after it stay open`, async (t) => {
-    const { app: server, base } = await buildApp(t, routes(options))
+    const { app: server, base } = await buildApp(t, withSessionRoutes(options))
     const client = new Client(base)
     await call(client, '/login')
     const first = await open(client)
@@ -93,7 +81,7 @@ for (const [plugin, options, group] of [
 }
 
 t.test('@fastify/secure-session: the group is written with the login, so tokens asked for from two copies of the cookie share it', async (t) => {
-  const { app: server, base } = await buildApp(t, routes({ secureSession: {} }))
+  const { app: server, base } = await buildApp(t, withSessionRoutes({ secureSession: {} }))
   const client = new Client(base)
   await call(client, '/login')
   const loginCookie = client.cookie
@@ -114,7 +102,7 @@ t.test('@fastify/secure-session: the group is written with the login, so tokens 
 
 t.test('@fastify/secure-session: a session holding only seed tokens (no group) is deleted: its tokens are dropped, nothing else happens', async (t) => {
   const { issueWebsocketToken } = await import('../lib/index')
-  const { app: server, base } = await buildApp(t, routes({
+  const { app: server, base } = await buildApp(t, withSessionRoutes({
     secureSession: {},
     setup (a) {
       a.get('/seed', async (request) => ({ token: issueWebsocketToken(request.session as any, { path: '/chat' }) }))
@@ -131,7 +119,7 @@ t.test('@fastify/secure-session: a session holding only seed tokens (no group) i
 })
 
 t.test('@fastify/session: once the guard\'s app closed, destroy and regenerate of another app\'s sessions work as before', async (t) => {
-  const first = await buildApp(t, routes({}))
+  const first = await buildApp(t, withSessionRoutes({}))
   await first.app.close()
   const Fastify = (await import('fastify')).default
   const cookie = (await import('@fastify/cookie')).default
@@ -155,7 +143,7 @@ for (const [label, guard] of [
   ['closeOnSessionEnd: false with identify', { closeOnSessionEnd: false, identify: () => null }]
 ] as const) {
   t.test(`@fastify/secure-session, ${label}: tokens asked for at once from the login's cookie all work with the cookie the browser keeps`, async (t) => {
-    const { base } = await buildApp(t, routes({ secureSession: {}, guard }))
+    const { base } = await buildApp(t, withSessionRoutes({ secureSession: {}, guard }))
     const client = new Client(base)
     await call(client, '/login')
     const tabA = new Client(base)

@@ -6,19 +6,13 @@ import WebSocket from 'ws'
 import { MemoryStore } from '@fastify/session'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { buildApp, Client, type AppOptions } from './helpers/app'
-import { addSessionRoutes, call, closedWithin, echoes, ENDED, held, open, raceLogout, tryOpen, until, type Opened } from './helpers/lifecycle'
+import { call, closedWithin, echoes, ENDED, held, open, raceLogout, tryOpen, until, withSessionRoutes, type Opened } from './helpers/lifecycle'
 import { memoryTokenStore } from '../lib/index'
 
 const LIFETIME = { code: 4408, reason: 'socket lifetime reached' }
 
 async function app (t: Parameters<typeof buildApp>[0], options: AppOptions = {}): Promise<Awaited<ReturnType<typeof buildApp>>> {
-  return await buildApp(t, {
-    ...options,
-    async setup (a) {
-      addSessionRoutes(a)
-      await options.setup?.(a)
-    }
-  })
+  return await buildApp(t, withSessionRoutes(options))
 }
 
 t.test('logout closes every socket of that session with 4401 and leaves the other sessions\' sockets open', async (t) => {

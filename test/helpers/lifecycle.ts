@@ -6,7 +6,7 @@
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
-import { Client, connect, type ConnectResult } from './app'
+import { Client, connect, type AppOptions, type ConnectResult } from './app'
 import { trackedSockets } from '../../lib/sockets/index'
 
 export interface Closed {
@@ -127,6 +127,17 @@ export function addSessionRoutes (app: FastifyInstance, secure = false): void {
       return await reply.code(503).send({ code: (err as { code: string }).code })
     }
   })
+}
+
+/** `options` for buildApp, with the session routes added before the options' own setup. */
+export function withSessionRoutes (options: AppOptions = {}): AppOptions {
+  return {
+    ...options,
+    async setup (a) {
+      addSessionRoutes(a, options.secureSession !== undefined)
+      await options.setup?.(a)
+    }
+  }
 }
 
 /** A guarded /chat that echoes what it gets. */
