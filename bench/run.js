@@ -13,6 +13,7 @@
 // --profile  V8 CPU profiles of the servers into bench/profiles/ (read them with
 //            bench/profile-summary.js); BENCH_PROFILE_INTERVAL=µs samples more often than 1 ms
 // BENCH_PACKAGE_DIR=dir uses an already built package there instead of a snapshot of dist/.
+// BENCH_SERVER_FLAGS='--maglev --trace-opt' passes flags to the server processes.
 const { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } = require('node:fs')
 const { join } = require('node:path')
 const os = require('node:os')
@@ -83,6 +84,8 @@ function context ({ quick, profile }) {
         // a finer sampling than V8's default 1 ms, e.g. BENCH_PROFILE_INTERVAL=100 (µs)
         if (process.env.BENCH_PROFILE_INTERVAL !== undefined) execArgv.push(`--cpu-prof-interval=${Number(process.env.BENCH_PROFILE_INTERVAL)}`)
       }
+      // Node.js or V8 flags for the servers, e.g. BENCH_SERVER_FLAGS='--maglev' or '--trace-opt'
+      if (file === 'server.js' && process.env.BENCH_SERVER_FLAGS) execArgv = [...execArgv, ...process.env.BENCH_SERVER_FLAGS.split(' ').filter(Boolean)]
       return spawnChild(file, childArgs, { env, execArgv })
     },
     /** Counts operations served by `name`, for bench/profile-summary.js. */
