@@ -13,7 +13,7 @@ import { EndedGroups } from '../lib/sockets/index'
 import { Deadlines } from '../lib/sockets/deadlines'
 import { clock, TrackedEntry } from '../lib/sockets/registry'
 import { buildApp, Client, SECRET, type AppOptions } from './helpers/app'
-import { call, closedWithin, echoes, ENDED, held, open, tryOpen, until, withSessionRoutes } from './helpers/lifecycle'
+import { call, closedWithin, ENDED, held, open, tryOpen, until, withSessionRoutes } from './helpers/lifecycle'
 
 function gate (): { wait: Promise<void>, open (): void } {
   let open!: () => void

@@ -4,7 +4,7 @@
 import t from 'tap'
 import WebSocket from 'ws'
 import { MemoryStore } from '@fastify/session'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { buildApp, Client, type AppOptions } from './helpers/app'
 import { call, closedWithin, echoes, ENDED, held, open, raceLogout, tryOpen, until, withSessionRoutes, type Opened } from './helpers/lifecycle'
 import { memoryTokenStore } from '../lib/index'

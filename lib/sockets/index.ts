@@ -154,7 +154,8 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
   // each entry on its connection while the upgrade is under way, on its socket once open:
   // a property of this instance's own (a WeakMap costs an identity hash per object)
   const ENTRY = Symbol('fastify-websocket-guard.entry')
-  type Holder = Record<symbol, SocketEntry | undefined>
+  const entryOf = (holder: object): SocketEntry | undefined => (holder as Record<symbol, SocketEntry | undefined>)[ENTRY]
+  const hold = (holder: object, entry: SocketEntry | undefined): void => { (holder as Record<symbol, SocketEntry | undefined>)[ENTRY] = entry }
   // users, revalidation: every entry has the fields for them (deadlines: those that have one)
   const tracksMore = opts.identify !== undefined || opts.revalidateInterval !== false
   let subscription: CloseSubscription | null = null
@@ -330,21 +331,21 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   // one listener of each for all sockets: `this` is the connection, or the socket, that closed
   const onClose = function (this: object): void {
-    const entry = (this as Holder)[ENTRY]
+    const entry = entryOf(this)
     if (entry === undefined) return
-    ;(this as Holder)[ENTRY] = undefined
+    hold(this, undefined)
     registry.remove(entry)
   }
 
   const watcher: ConnectionWatcher = {
     detach (transport) {
-      if ((transport as Holder)[ENTRY] !== undefined) (transport as Transport).removeListener('close', onClose)
+      if (entryOf(transport) !== undefined) (transport as Transport).removeListener('close', onClose)
     },
     reattach (transport) {
-      if ((transport as Holder)[ENTRY] !== undefined) (transport as Transport).on('close', onClose)
+      if (entryOf(transport) !== undefined) (transport as Transport).on('close', onClose)
     },
     gone (socket) {
-      if ((socket as unknown as Holder)[ENTRY] === undefined) return
+      if (entryOf(socket) === undefined) return
       // taken out of `clients` by someone while still open: its own 'close' is awaited
       if (hasClosed(socket)) onClose.call(socket)
       else (socket as unknown as Transport).on('close', onClose)
@@ -355,10 +356,10 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
 
   const onConnection = (socket: GuardedSocket, raw: object): void => {
     const transport = transportOf(raw)
-    const entry = (transport as Holder)[ENTRY]
+    const entry = entryOf(transport)
     if (entry === undefined) return
-    ;(transport as Holder)[ENTRY] = undefined
-    ;(socket as unknown as Holder)[ENTRY] = entry
+    hold(transport, undefined)
+    hold(socket, entry)
     if (!clientsTell) (socket as unknown as Transport).on('close', onClose)
     registry.opened(entry, socket)
   }
@@ -507,7 +508,7 @@ export async function socketLife (fastify: FastifyInstance, opts: ResolvedOption
       if (session !== null) learn(session, request)
       // without a session, a group of its own; a cookie session's is written into it
       registry.add(entry, (session === null ? undefined : groupOf(session)) ?? newGroup(session))
-      ;(transport as Holder)[ENTRY] = entry
+      hold(transport, entry)
       transport.on('close', onClose)
       return entry
     },
