@@ -337,7 +337,7 @@ const figures = [
         case: 'token request + upgrade + close, logger off, sessions in memory',
         value,
         shown: `${value.toFixed(3)}×`,
-        detail: `medians: on ${median(cpu.on).toFixed(1)} µs, off ${median(cpu.off).toFixed(1)} µs per flow (of which GC: on ${median(gc.on).toFixed(1)} µs, off ${median(gc.off).toFixed(1)} µs); ${cpu.on.length} rounds in ${epochs} epochs; A/A (off-2/off) ${aa.median.toFixed(3)}×, noise ±${(aa.floor * 100).toFixed(1)}%`,
+        detail: `medians: on ${median(cpu.on).toFixed(1)} µs, off ${median(cpu.off).toFixed(1)} µs per flow (of which GC: on ${median(gc.on).toFixed(1)} µs, off ${median(gc.off).toFixed(1)} µs); ${cpu.on.length} rounds in ${epochs} epochs, each server warmed up by ${Number(process.env.BENCH_WARMUP_FLOWS ?? plan.warmupFlows ?? 0) + plan.warmup * plan.count} flows; A/A (off-2/off) ${aa.median.toFixed(3)}×, noise ±${(aa.floor * 100).toFixed(1)}%`,
         noise: aa.floor
       }]
     }

@@ -22,15 +22,31 @@ async function startServers (ctx, label, setup, servers) {
   const tokenStoreUrl = setup.tokenStore === 'redis' ? (await ctx.redis()).url : undefined
   const names = Object.keys(servers)
   const procs = names.map((name) => ctx.spawn('server.js', serverArgs({ ...servers[name], ...setup, redisUrl, tokenStoreUrl, name: `${label}-${name}` }), `${label}-${name}`))
-  const stop = () => Promise.all(procs.map((p) => p.stop()))
+  let profiled = false
+  const stop = async () => {
+    // with --profile: each server's profile written before it exits
+    if (profiled) await Promise.all(procs.map((p, i) => p.call({ cmd: 'profile-stop', file: ctx.profileFile(`${label}-${names[i]}`) })))
+    await Promise.all(procs.map((p) => p.stop()))
+  }
+  /** With --profile, profiles the servers from now on (until `stop`); a no-op otherwise. */
+  const profile = async () => {
+    if (ctx.profileFile(`${label}-${names[0]}`) === null) return
+    // a finer sampling than V8's default 1 ms, e.g. BENCH_PROFILE_INTERVAL=100 (µs)
+    const interval = process.env.BENCH_PROFILE_INTERVAL === undefined ? undefined : Number(process.env.BENCH_PROFILE_INTERVAL)
+    await Promise.all(procs.map((p) => p.call({ cmd: 'profile-start', interval })))
+    profiled = true
+  }
   try {
     const targets = await Promise.all(procs.map((p) => p.call({ cmd: 'address' })))
-    return { names, procs, targets, stop }
+    return { names, procs, targets, stop, profile }
   } catch (err) {
     await stop()
     throw err
   }
 }
+
+/** Warm-up flows are sent in chunks of this many per server. */
+const WARMUP_CHUNK = 500
 
 const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
 
@@ -44,11 +60,18 @@ const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
  */
 async function flows (ctx, label, setup, servers, plan = ctx.plan.flows) {
   const { warmup, rounds, minRounds, seconds, count, concurrency, sessions } = plan
-  const { names, procs, targets, stop } = await startServers(ctx, label, setup, servers)
+  // BENCH_WARMUP_FLOWS=N overrides the plan's (0: the warm-up rounds only)
+  const warmupFlows = Number(process.env.BENCH_WARMUP_FLOWS ?? plan.warmupFlows ?? 0)
+  const { names, procs, targets, stop, profile } = await startServers(ctx, label, setup, servers)
   const load = ctx.spawn('load.js', [])
   try {
     const cpu = Object.fromEntries(names.map((n) => [n, []]))
     const gc = Object.fromEntries(names.map((n) => [n, []]))
+    for (let done = 0; done < warmupFlows; done += WARMUP_CHUNK) {
+      const chunk = Math.min(WARMUP_CHUNK, warmupFlows - done)
+      await load.call({ cmd: 'flow', targets, count: chunk, concurrency, sessions, first: (done / WARMUP_CHUNK) % names.length })
+    }
+    await profile()
     const started = Date.now()
     for (let r = 0; r < warmup + rounds; r++) {
       if (r >= warmup + minRounds && Date.now() - started > seconds * 1000) break
@@ -82,9 +105,10 @@ async function flows (ctx, label, setup, servers, plan = ctx.plan.flows) {
  */
 async function tokenRoute (ctx, label, setup, servers) {
   const { warmup, rounds, duration, connections } = ctx.plan.tokenRoute
-  const { names, procs, targets, stop } = await startServers(ctx, label, setup, servers)
+  const { names, procs, targets, stop, profile } = await startServers(ctx, label, setup, servers)
   const load = ctx.spawn('load.js', [])
   try {
+    await profile()
     const rate = Object.fromEntries(names.map((n) => [n, []]))
     const cpu = Object.fromEntries(names.map((n) => [n, []]))
     for (let r = 0; r < warmup + rounds; r++) {

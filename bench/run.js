@@ -35,11 +35,14 @@ const { values: args } = parseArgs({
 // comparison stops adding rounds after `seconds`, once it has `minRounds`); --quick about one.
 const PLANS = {
   full: {
-    flows: { warmup: 2, rounds: 9, minRounds: 5, seconds: 45, count: 80, concurrency: 8, sessions: 16 },
+    // warmupFlows: flows each server serves before any round, so that the functions run once
+    // per flow are compiled by V8's optimizing tier (TurboFan) as in a server that has served
+    // a while: until then they cost what the JIT still spends on them (Node 22: 3,000 calls)
+    flows: { warmupFlows: 3500, warmup: 2, rounds: 9, minRounds: 5, seconds: 45, count: 80, concurrency: 8, sessions: 16 },
     tokenRoute: { warmup: 3, rounds: 9, duration: 1.5, connections: 10 }
   },
   quick: {
-    flows: { warmup: 1, rounds: 3, minRounds: 3, seconds: 10, count: 20, concurrency: 8, sessions: 16 },
+    flows: { warmupFlows: 0, warmup: 1, rounds: 3, minRounds: 3, seconds: 10, count: 20, concurrency: 8, sessions: 16 },
     tokenRoute: { warmup: 1, rounds: 2, duration: 1, connections: 10 }
   }
 }
@@ -66,6 +69,7 @@ function context ({ quick, profile }) {
   if (profile) rmSync(profileDir, { recursive: true, force: true })
   const shared = new Map()
   const served = {}
+  let profiles = 0
   let redis
   return {
     quick,
@@ -76,19 +80,22 @@ function context ({ quick, profile }) {
       if (!shared.has(key)) shared.set(key, measure())
       return shared.get(key)
     },
-    /** A child process (common.js's protocol); with --profile, V8 profiles it under `name`. */
+    /** A child process (common.js's protocol). */
     spawn (file, childArgs, name = file, execArgv = []) {
-      if (profile && file === 'server.js') {
-        mkdirSync(join(profileDir, name), { recursive: true })
-        execArgv = [...execArgv, '--cpu-prof', `--cpu-prof-dir=${join(profileDir, name)}`]
-        // a finer sampling than V8's default 1 ms, e.g. BENCH_PROFILE_INTERVAL=100 (µs)
-        if (process.env.BENCH_PROFILE_INTERVAL !== undefined) execArgv.push(`--cpu-prof-interval=${Number(process.env.BENCH_PROFILE_INTERVAL)}`)
-      }
       // Node.js or V8 flags for the servers, e.g. BENCH_SERVER_FLAGS='--maglev' or '--trace-opt'
       if (file === 'server.js' && process.env.BENCH_SERVER_FLAGS) execArgv = [...execArgv, ...process.env.BENCH_SERVER_FLAGS.split(' ').filter(Boolean)]
       return spawnChild(file, childArgs, { env, execArgv })
     },
-    /** Counts operations served by `name`, for bench/profile-summary.js. */
+    /**
+     * With --profile, where a server's profile goes (bench/measure.js profiles each server
+     * from the end of its warm-up, so that neither its start nor its JIT's warm-up is in it).
+     */
+    profileFile (name) {
+      if (!profile) return null
+      mkdirSync(join(profileDir, name), { recursive: true })
+      return join(profileDir, name, `measured-${++profiles}.cpuprofile`)
+    },
+    /** Counts operations served by `name` while it was profiled, for bench/profile-summary.js. */
     served (name, ops) {
       served[name] = (served[name] ?? 0) + ops
     },
@@ -157,7 +164,7 @@ function markdown (results, { seconds, plan, load }) {
     `Written by \`npm run bench\` (bench/run.js) on ${new Date().toISOString().slice(0, 10)}, in ${seconds} s.`,
     `Machine: ${machine()}; load average ${load.before} before the run, ${load.after} after it (the machine is shared).`,
     '',
-    `Connection flow: a token request over keep-alive HTTP, then the upgrade, then a close; four servers (guard, hand-written check, baseline, a second baseline) side by side, ${plan.flows.sessions} sessions each, ${plan.flows.concurrency} flows in flight, the servers taking turns flow by flow (which one starts changes every round), ${plan.flows.count} flows per server and round, ${plan.flows.rounds} rounds after ${plan.flows.warmup} of warm-up (fewer, at least ${plan.flows.minRounds}, when a comparison has taken ${plan.flows.seconds} s: each row says how many). A ratio is the median of the per-round ratios of the servers' own CPU time per flow. The noise floor is what an A/A pair (the baseline against an identical second baseline, in the same rounds) measures: the larger of its median's distance from 1 and half the interquartile range of its per-round ratios; a verdict within it says so. Logger on means level info into a stream that drops the lines. Sessions are @fastify/session's default in-process store, or Redis through connect-redis (redis-server's own CPU is not counted).`,
+    `Connection flow: a token request over keep-alive HTTP, then the upgrade, then a close; four servers (guard, hand-written check, baseline, a second baseline) side by side, ${plan.flows.sessions} sessions each, ${plan.flows.concurrency} flows in flight, the servers taking turns flow by flow (which one starts changes every round), ${plan.flows.count} flows per server and round, ${plan.flows.rounds} rounds after ${plan.flows.warmupFlows} flows and ${plan.flows.warmup} rounds of warm-up per server (so that what runs once per flow is compiled by V8's optimizing tier, as in a server that has been serving for a while) (fewer, at least ${plan.flows.minRounds}, when a comparison has taken ${plan.flows.seconds} s: each row says how many). A ratio is the median of the per-round ratios of the servers' own CPU time per flow. The noise floor is what an A/A pair (the baseline against an identical second baseline, in the same rounds) measures: the larger of its median's distance from 1 and half the interquartile range of its per-round ratios; a verdict within it says so. Logger on means level info into a stream that drops the lines. Sessions are @fastify/session's default in-process store, or Redis through connect-redis (redis-server's own CPU is not counted).`,
     `Token route: autocannon, ${plan.tokenRoute.connections} connections (one session each) on each server for ${plan.tokenRoute.duration} s per round, the guard's route, the one-value route and a second one-value route (A/A) loaded at the same time (one autocannon each, started together), ${plan.tokenRoute.rounds} rounds after ${plan.tokenRoute.warmup} of warm-up. Its figure is throughput per second of server CPU (requests a CPU-bound server serves per second), the inverse of the CPU per request ratio: on a shared machine, wall-clock requests per second measure the neighbours as much as the server; they are given beside it.`,
     '',
     '| # | figure | goal | met? | case | measured | from |',

@@ -18,6 +18,8 @@
 // of the guard (JSON), e.g. '{"closeOnSessionEnd":false}'. --logger on logs at info into a stream that drops the
 // lines: the logging's own cost is measured, the I/O of the lines is not.
 const { randomBytes, timingSafeEqual } = require('node:crypto')
+const { writeFileSync } = require('node:fs')
+const { Session } = require('node:inspector')
 const { PerformanceObserver } = require('node:perf_hooks')
 const { parseArgs } = require('node:util')
 const Fastify = require('fastify')
@@ -142,6 +144,27 @@ async function build () {
   return { app, tokenPath, opened: () => opened }
 }
 
+const profiler = {
+  session: null,
+  post (method, params) {
+    return new Promise((resolve, reject) => {
+      this.session.post(method, params, (err, result) => { if (err) reject(err); else resolve(result) })
+    })
+  },
+  async start (interval) {
+    this.session = new Session()
+    this.session.connect()
+    await this.post('Profiler.enable')
+    if (interval !== undefined) await this.post('Profiler.setSamplingInterval', { interval })
+    await this.post('Profiler.start')
+  },
+  async stop (file) {
+    const { profile } = await this.post('Profiler.stop')
+    this.session.disconnect()
+    writeFileSync(file, JSON.stringify(profile))
+  }
+}
+
 build().then(({ app, tokenPath, opened }) => {
   serve({
     address: () => ({ port: app.server.address().port, origin: ORIGIN, tokenPath }),
@@ -149,6 +172,9 @@ build().then(({ app, tokenPath, opened }) => {
       const u = process.cpuUsage()
       return { cpu: u.user + u.system, gc: gcMs * 1000, opened: opened() }
     },
+    // a V8 CPU profile of what comes between the two (bench/measure.js: the measured part)
+    'profile-start': ({ interval }) => profiler.start(interval),
+    'profile-stop': ({ file }) => profiler.stop(file),
     exit: () => app.close()
   })
 }, (err) => {
