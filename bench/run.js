@@ -31,7 +31,7 @@ const { values: args } = parseArgs({
   }
 })
 
-// At most about 5 minutes in all on 2 cores, however busy other processes keep them (a
+// About 6 minutes in all on 2 cores, however busy other processes keep them (a
 // comparison stops adding rounds after `seconds`, once it has `minRounds`); --quick about one.
 const PLANS = {
   full: {
