@@ -78,20 +78,16 @@ t.test('a call that answers between the deadlines of others is its answer', asyn
 
 t.test('the timer keeps the process alive only while a call waits', async (t) => {
   const before = liveTimers()
-  const call = pending<string>()
-  const answer = withDeadline(call.call, 5_000, 'x')
-  await sleep(0)
-  t.equal(liveTimers(), before + 1, 'one live timer while the call waits')
-  call.resolve('ok')
-  await answer
-  t.equal(liveTimers(), before, 'none once it answered, though the timer is still armed')
-  const again = pending<string>()
-  const second = withDeadline(again.call, 5_000, 'x')
-  await sleep(0)
-  t.equal(liveTimers(), before + 1, 'the same timer keeps it alive again for the next call')
-  again.resolve('ok')
-  await second
-  t.equal(liveTimers(), before, 'and lets go again')
+  // the second call finds the timer the first one left armed
+  for (const which of ['first', 'second']) {
+    const call = pending<string>()
+    const answer = withDeadline(call.call, 5_000, 'x')
+    await sleep(0)
+    t.equal(liveTimers(), before + 1, `${which} call: one live timer while it waits`)
+    call.resolve('ok')
+    await answer
+    t.equal(liveTimers(), before, `${which} call: none once it answered, though the timer is still armed`)
+  }
 })
 
 t.test('many calls of one timeout: one timer, and the queue keeps only what waits', async (t) => {
