@@ -323,9 +323,11 @@ const figures = [
       const variants = [['on', { variant: 'guard' }], ['off', off], ['off-2', off]]
       const cpu = { on: [], off: [], 'off-2': [] }
       const gc = { on: [], off: [], 'off-2': [] }
+      let warmedUp = 0
       for (let e = 0; e < epochs; e++) {
         const servers = Object.fromEntries(variants.map((_, i) => variants[(i + e) % variants.length]))
         const result = await flows(ctx, `lifecycle-${e + 1}`, { logger: 'off', sessions: 'memory', tokenStore: 'redis' }, servers, plan)
+        warmedUp = result.warmedUp
         for (const name of Object.keys(cpu)) {
           cpu[name].push(...result.cpu[name])
           gc[name].push(...result.gc[name])
@@ -337,7 +339,7 @@ const figures = [
         case: 'token request + upgrade + close, logger off, sessions in memory',
         value,
         shown: `${value.toFixed(3)}×`,
-        detail: `medians: on ${median(cpu.on).toFixed(1)} µs, off ${median(cpu.off).toFixed(1)} µs per flow (of which GC: on ${median(gc.on).toFixed(1)} µs, off ${median(gc.off).toFixed(1)} µs); ${cpu.on.length} rounds in ${epochs} epochs, each server warmed up by ${Number(process.env.BENCH_WARMUP_FLOWS ?? plan.warmupFlows ?? 0) + plan.warmup * plan.count} flows; A/A (off-2/off) ${aa.median.toFixed(3)}×, noise ±${(aa.floor * 100).toFixed(1)}%`,
+        detail: `medians: on ${median(cpu.on).toFixed(1)} µs, off ${median(cpu.off).toFixed(1)} µs per flow (of which GC: on ${median(gc.on).toFixed(1)} µs, off ${median(gc.off).toFixed(1)} µs); ${cpu.on.length} rounds in ${epochs} epochs, each server warmed up by ${warmedUp} flows; A/A (off-2/off) ${aa.median.toFixed(3)}×, noise ±${(aa.floor * 100).toFixed(1)}%`,
         noise: aa.floor
       }]
     }

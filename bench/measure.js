@@ -21,7 +21,7 @@ async function startServers (ctx, label, setup, servers) {
   const redisUrl = setup.sessions === 'redis' ? (await ctx.redis()).url : undefined
   const tokenStoreUrl = setup.tokenStore === 'redis' ? (await ctx.redis()).url : undefined
   const names = Object.keys(servers)
-  const procs = names.map((name) => ctx.spawn('server.js', serverArgs({ ...servers[name], ...setup, redisUrl, tokenStoreUrl, name: `${label}-${name}` }), `${label}-${name}`))
+  const procs = names.map((name) => ctx.spawn('server.js', serverArgs({ ...servers[name], ...setup, redisUrl, tokenStoreUrl, name: `${label}-${name}` })))
   let profiled = false
   const stop = async () => {
     // with --profile: each server's profile written before it exits
@@ -30,7 +30,7 @@ async function startServers (ctx, label, setup, servers) {
   }
   /** With --profile, profiles the servers from now on (until `stop`); a no-op otherwise. */
   const profile = async () => {
-    if (ctx.profileFile(`${label}-${names[0]}`) === null) return
+    if (!ctx.profiling) return
     // a finer sampling than V8's default 1 ms, e.g. BENCH_PROFILE_INTERVAL=100 (µs)
     const interval = process.env.BENCH_PROFILE_INTERVAL === undefined ? undefined : Number(process.env.BENCH_PROFILE_INTERVAL)
     await Promise.all(procs.map((p) => p.call({ cmd: 'profile-start', interval })))
@@ -91,7 +91,7 @@ async function flows (ctx, label, setup, servers, plan = ctx.plan.flows) {
       })
       ctx.log(`${label} round ${r - warmup + 1}/${rounds}: µs/flow ${names.map((n) => `${n} ${cpu[n].at(-1).toFixed(0)}`).join(', ')} (${(result.ms / 1000).toFixed(1)} s)`)
     }
-    return { cpu, gc }
+    return { cpu, gc, warmedUp: warmupFlows + warmup * count }
   } finally {
     await Promise.all([stop(), load.stop()])
   }
@@ -131,7 +131,7 @@ async function tokenRoute (ctx, label, setup, servers) {
 
 /** The memory figures, measured in a child of their own (they need --expose-gc). */
 async function memory (ctx) {
-  const child = ctx.spawn('memory.js', [], 'memory', ['--expose-gc'])
+  const child = ctx.spawn('memory.js', [], ['--expose-gc'])
   try {
     return await child.call({ cmd: 'run', quick: ctx.quick })
   } finally {

@@ -74,6 +74,8 @@ function context ({ quick, profile }) {
   return {
     quick,
     plan: quick ? PLANS.quick : PLANS.full,
+    /** --profile: bench/measure.js profiles each server from the end of its warm-up */
+    profiling: profile,
     log: (line) => process.stdout.write(`    ${line}\n`),
     /** `measure()` once per run, however many figures ask for `key`. */
     once (key, measure) {
@@ -81,17 +83,13 @@ function context ({ quick, profile }) {
       return shared.get(key)
     },
     /** A child process (common.js's protocol). */
-    spawn (file, childArgs, name = file, execArgv = []) {
+    spawn (file, childArgs, execArgv = []) {
       // Node.js or V8 flags for the servers, e.g. BENCH_SERVER_FLAGS='--maglev' or '--trace-opt'
       if (file === 'server.js' && process.env.BENCH_SERVER_FLAGS) execArgv = [...execArgv, ...process.env.BENCH_SERVER_FLAGS.split(' ').filter(Boolean)]
       return spawnChild(file, childArgs, { env, execArgv })
     },
-    /**
-     * With --profile, where a server's profile goes (bench/measure.js profiles each server
-     * from the end of its warm-up, so that neither its start nor its JIT's warm-up is in it).
-     */
+    /** With --profile, a new file for a profile of the server `name`. */
     profileFile (name) {
-      if (!profile) return null
       mkdirSync(join(profileDir, name), { recursive: true })
       return join(profileDir, name, `measured-${++profiles}.cpuprofile`)
     },

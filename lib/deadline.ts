@@ -14,6 +14,9 @@ function missedDeadline (reject: (err: Error) => void, timeout: number, what: st
 const PENDING = Symbol('pending')
 const stillPending = Promise.resolve(PENDING)
 
+/** The lane of each timeout that has calls waiting, or a timer still armed. */
+const lanes = new Map<number, Lane>()
+
 /**
  * A call waiting for its deadline: `reject` until it settles or misses it, then `null`.
  * Entries of one lane (one timeout) are in deadline order: the order they were added.
@@ -37,7 +40,16 @@ class Lane {
   private waiting = 0
   private timer: NodeJS.Timeout | null = null
 
-  constructor (private readonly timeout: number, private readonly lanes: Map<number, Lane>) {}
+  constructor (private readonly timeout: number) {}
+
+  static for (timeout: number): Lane {
+    let lane = lanes.get(timeout)
+    if (lane === undefined) {
+      lane = new Lane(timeout)
+      lanes.set(timeout, lane)
+    }
+    return lane
+  }
 
   add (reject: (err: Error) => void, what: string): Waiting {
     const entry: Waiting = { at: performance.now() + this.timeout, reject, what }
@@ -56,8 +68,7 @@ class Lane {
     entry.reject = null
     if (--this.waiting === 0) {
       // nothing left to wait for: the armed timer no longer keeps the process alive
-      this.queue.length = 0
-      this.head = 0
+      this.empty()
       ;(this.timer as NodeJS.Timeout).unref()
     } else {
       this.drop()
@@ -72,6 +83,11 @@ class Lane {
   private drop (): void {
     while ((this.queue[this.head] as Waiting).reject === null) this.head++
     this.compact()
+  }
+
+  private empty (): void {
+    this.queue.length = 0
+    this.head = 0
   }
 
   private compact (): void {
@@ -105,14 +121,11 @@ class Lane {
       // the earliest deadline left (Node.js may fire a timer up to a millisecond early by this clock)
       this.arm((this.queue[this.head] as Waiting).at - now)
     } else {
-      this.queue.length = 0
-      this.head = 0
-      this.lanes.delete(this.timeout)
+      this.empty()
+      lanes.delete(this.timeout)
     }
   }
 }
-
-const lanes = new Map<number, Lane>()
 
 /**
  * `call`'s outcome, or a `WebsocketGuardStoreUnavailable` once `timeout` ms have passed;
@@ -123,17 +136,12 @@ export async function withDeadline<T> (call: Promise<T> | T, timeout: number, wh
   // and clearing a timer for each upgrade cost more than checking the token.
   const early = await Promise.race([call, stillPending])
   if (early !== PENDING) return early as T
-  let lane = lanes.get(timeout)
-  if (lane === undefined) {
-    lane = new Lane(timeout, lanes)
-    lanes.set(timeout, lane)
-  }
-  const waiting = lane
+  const lane = Lane.for(timeout)
   return await new Promise<T>((resolve, reject) => {
-    const entry = waiting.add(reject, what)
+    const entry = lane.add(reject, what)
     ;(call as Promise<T>).then(
-      (value) => { if (waiting.settle(entry)) resolve(value) },
-      (err: unknown) => { if (waiting.settle(entry)) reject(err as Error) }
+      (value) => { if (lane.settle(entry)) resolve(value) },
+      (err: unknown) => { if (lane.settle(entry)) reject(err as Error) }
     )
   })
 }
