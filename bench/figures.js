@@ -11,13 +11,18 @@
 const { consumeLatency } = require('./redis-consume')
 const { flows, tokenRoute, memory, ratio, noise, median } = require('./measure')
 const { roundTrips } = require('./redis')
+const { hotPath } = require('./hot-path')
+const { instructions } = require('./instructions')
+const { join } = require('node:path')
 
-// Every comparison of the connection flow runs these four servers side by side: the guard,
-// the check a user would write by hand, the unguarded baseline, and a second baseline for
-// the A/A pair that measures the noise.
-const FOUR = {
+// Every comparison of the connection flow runs these five servers side by side: the guard,
+// the check a user would write by hand, the floor (a hook that checks nothing: what any
+// hook-based check costs), the unguarded baseline, and a second baseline for the A/A pair
+// that measures the noise.
+const FIVE = {
   guard: { variant: 'guard' },
   'hand-written': { variant: 'hand-written' },
+  floor: { variant: 'floor' },
   baseline: { variant: 'baseline' },
   'baseline-2': { variant: 'baseline' }
 }
@@ -31,7 +36,7 @@ const IN_PROCESS = ['logger off', 'logger on']
 const IN_REDIS = ['logger off, sessions in Redis', 'logger on, sessions in Redis']
 
 const label = (setup) => setup.replace(', sessions in Redis', '-redis').replace(' ', '-')
-const flowsIn = (ctx, setup) => ctx.once(`flows ${setup}`, () => flows(ctx, label(setup), SETUPS[setup], FOUR))
+const flowsIn = (ctx, setup) => ctx.once(`flows ${setup}`, () => flows(ctx, label(setup), SETUPS[setup], FIVE))
 
 const us = (v) => `${v.toFixed(1)} µs`
 const times = (v) => `${v.toFixed(3)}×`
@@ -213,6 +218,49 @@ module.exports = [
       // a store that did not empty holds everything, whatever the heap says
       const value = store.emptied ? Math.max(0, store.left / store.held) : 1
       return [{ case: `${many.toLocaleString('en-US')} sessions, two tokens each`, value, shown: value.toFixed(3), detail: `${MB(store.held)} held, ${MB(store.left)} after expiry${store.emptied ? '' : '; the store did not empty'}` }]
+    }
+  },
+  // last, so that the numbers of the figures before them stay those of earlier runs
+  {
+    title: 'Floor: a preValidation hook that checks nothing (reads Origin and ?token=, sets a result) / unguarded baseline: server CPU per flow',
+    goal: null,
+    run: flowRatio('floor', 'baseline', Object.keys(SETUPS))
+  },
+  {
+    title: 'Guard / floor: what the guard\'s checks and the socket\'s life cost above any hook-based check, server CPU per flow',
+    goal: null,
+    run: flowRatio('guard', 'floor', Object.keys(SETUPS))
+  },
+  {
+    title: 'The guard\'s token, origin and registry work per flow, timed in-process on warm code (tokens beside the MemoryStore): ns',
+    goal: null,
+    async run (ctx) {
+      const { ns, total } = hotPath(join(process.env.BENCH_PACKAGE_DIR, 'lib'), ctx.quick ? { calls: 20_000, rounds: 3 } : {})
+      const { cpu } = await flowsIn(ctx, 'logger off')
+      const share = total / 1000 / median(cpu.baseline)
+      return [
+        ...Object.entries(ns).map(([step, v]) => ({ case: step, value: v, shown: `${v.toFixed(0)} ns`, detail: '' })),
+        { case: 'all of them', value: total, shown: `${(total / 1000).toFixed(2)} µs`, detail: `${(share * 100).toFixed(2)}% of the baseline's ${us(median(cpu.baseline))} server CPU per flow (logger off)` }
+      ]
+    }
+  },
+  {
+    // only with --instructions: it takes valgrind and some 12 minutes
+    title: 'Instructions per flow under callgrind (valgrind), counted rather than timed, V8 on one thread, logger off, in-process sessions',
+    goal: null,
+    async run (ctx) {
+      if (!ctx.counting) return [{ case: 'not run', value: NaN, shown: 'run with --instructions (valgrind, about 12 minutes more)', detail: '' }]
+      const { counts, plan } = await ctx.once('instructions', () => instructions(ctx))
+      const k = (v) => `${(v / 1000).toFixed(1)}k`
+      const of = (name) => ({ case: `${name} / baseline`, value: counts[name] / counts.baseline, shown: times(counts[name] / counts.baseline), detail: `${k(counts[name])} vs ${k(counts.baseline)} instructions per flow (${counts[name] >= counts.baseline ? '+' : '−'}${k(Math.abs(counts[name] - counts.baseline))})` })
+      return [
+        of('guard'),
+        of('hand-written'),
+        of('floor'),
+        { case: 'guard / hand-written', value: counts.guard / counts['hand-written'], shown: times(counts.guard / counts['hand-written']), detail: '' },
+        { case: 'guard / floor', value: counts.guard / counts.floor, shown: times(counts.guard / counts.floor), detail: '' },
+        { case: 'baseline-2 / baseline (A/A)', value: counts['baseline-2'] / counts.baseline, shown: times(counts['baseline-2'] / counts.baseline), detail: `each server alone under callgrind after ${plan.warmup} flows of warm-up, ${plan.measured} flows counted` }
+      ]
     }
   }
 ]

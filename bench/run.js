@@ -12,6 +12,8 @@
 // --list     the figures and their goals, without measuring
 // --profile  V8 CPU profiles of the servers into bench/profiles/ (read them with
 //            bench/profile-summary.js); BENCH_PROFILE_INTERVAL=µs samples more often than 1 ms
+// --instructions  also instructions per flow of each server under valgrind's callgrind
+//            (bench/instructions.js; about 12 minutes more)
 // BENCH_PACKAGE_DIR=dir uses an already built package there instead of a snapshot of dist/.
 // BENCH_SERVER_FLAGS='--maglev --trace-opt' passes flags to the server processes.
 const { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } = require('node:fs')
@@ -27,7 +29,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     list: { type: 'boolean', default: false },
-    profile: { type: 'boolean', default: false }
+    profile: { type: 'boolean', default: false },
+    instructions: { type: 'boolean', default: false }
   }
 })
 
@@ -35,10 +38,13 @@ const { values: args } = parseArgs({
 // comparison stops adding rounds after `seconds`, once it has `minRounds`); --quick about one.
 const PLANS = {
   full: {
-    // warmupFlows: flows each server serves before any round, so that the functions run once
-    // per flow are compiled by V8's optimizing tier (TurboFan) as in a server that has served
-    // a while: until then they cost what the JIT still spends on them (Node 22: 3,000 calls)
-    flows: { warmupFlows: 3500, warmup: 2, rounds: 9, minRounds: 5, seconds: 45, count: 80, concurrency: 8, sessions: 16 },
+    // warmupFlows: flows each server serves before any round, so that what runs per flow is
+    // compiled by V8's optimizing tier (TurboFan) as in a server that has served a while: until
+    // then each server's CPU includes the JIT's own work, on a background thread that
+    // process.cpuUsage counts. With --trace-opt, a server (the guard's or the baseline's, Node
+    // 22) still completes 30–60 TurboFan compilations per 500 flows between flows 2,500 and
+    // 5,500, a few up to 6,500, none after 7,000.
+    flows: { warmupFlows: 8000, warmup: 2, rounds: 9, minRounds: 5, seconds: 45, count: 80, concurrency: 8, sessions: 16 },
     tokenRoute: { warmup: 3, rounds: 9, duration: 1.5, connections: 10 }
   },
   quick: {
@@ -76,6 +82,8 @@ function context ({ quick, profile }) {
     plan: quick ? PLANS.quick : PLANS.full,
     /** --profile: bench/measure.js profiles each server from the end of its warm-up */
     profiling: profile,
+    /** --instructions: the figure of instructions per flow runs (valgrind, about 12 minutes) */
+    counting: args.instructions,
     log: (line) => process.stdout.write(`    ${line}\n`),
     /** `measure()` once per run, however many figures ask for `key`. */
     once (key, measure) {
@@ -83,10 +91,10 @@ function context ({ quick, profile }) {
       return shared.get(key)
     },
     /** A child process (common.js's protocol). */
-    spawn (file, childArgs, execArgv = []) {
+    spawn (file, childArgs, execArgv = [], execPath = process.execPath) {
       // Node.js or V8 flags for the servers, e.g. BENCH_SERVER_FLAGS='--maglev' or '--trace-opt'
       if (file === 'server.js' && process.env.BENCH_SERVER_FLAGS) execArgv = [...execArgv, ...process.env.BENCH_SERVER_FLAGS.split(' ').filter(Boolean)]
-      return spawnChild(file, childArgs, { env, execArgv })
+      return spawnChild(file, childArgs, { env, execArgv, execPath })
     },
     /** With --profile, a new file for a profile of the server `name`. */
     profileFile (name) {
@@ -162,7 +170,7 @@ function markdown (results, { seconds, plan, load }) {
     `Written by \`npm run bench\` (bench/run.js) on ${new Date().toISOString().slice(0, 10)}, in ${seconds} s.`,
     `Machine: ${machine()}; load average ${load.before} before the run, ${load.after} after it (the machine is shared).`,
     '',
-    `Connection flow: a token request over keep-alive HTTP, then the upgrade, then a close; four servers (guard, hand-written check, baseline, a second baseline) side by side, ${plan.flows.sessions} sessions each, ${plan.flows.concurrency} flows in flight, the servers taking turns flow by flow (which one starts changes every round), ${plan.flows.count} flows per server and round, ${plan.flows.rounds} rounds after ${plan.flows.warmupFlows} flows and ${plan.flows.warmup} rounds of warm-up per server (so that what runs once per flow is compiled by V8's optimizing tier, as in a server that has been serving for a while) (fewer, at least ${plan.flows.minRounds}, when a comparison has taken ${plan.flows.seconds} s: each row says how many). A ratio is the median of the per-round ratios of the servers' own CPU time per flow. The noise floor is what an A/A pair (the baseline against an identical second baseline, in the same rounds) measures: the larger of its median's distance from 1 and half the interquartile range of its per-round ratios; a verdict within it says so. Logger on means level info into a stream that drops the lines. Sessions are @fastify/session's default in-process store, or Redis through connect-redis (redis-server's own CPU is not counted).`,
+    `Connection flow: a token request over keep-alive HTTP, then the upgrade, then a close; five servers (guard, hand-written check, floor: a hook that checks nothing, baseline, a second baseline) side by side, ${plan.flows.sessions} sessions each, ${plan.flows.concurrency} flows in flight, the servers taking turns flow by flow (which one starts changes every round), ${plan.flows.count} flows per server and round, ${plan.flows.rounds} rounds after ${plan.flows.warmupFlows} flows and ${plan.flows.warmup} rounds of warm-up per server (so that what runs once per flow is compiled by V8's optimizing tier, as in a server that has been serving for a while) (fewer, at least ${plan.flows.minRounds}, when a comparison has taken ${plan.flows.seconds} s: each row says how many). A ratio is the median of the per-round ratios of the servers' own CPU time per flow. The noise floor is what an A/A pair (the baseline against an identical second baseline, in the same rounds) measures: the larger of its median's distance from 1 and half the interquartile range of its per-round ratios; a verdict within it says so. Logger on means level info into a stream that drops the lines. Sessions are @fastify/session's default in-process store, or Redis through connect-redis (redis-server's own CPU is not counted).`,
     `Token route: autocannon, ${plan.tokenRoute.connections} connections (one session each) on each server for ${plan.tokenRoute.duration} s per round, the guard's route, the one-value route and a second one-value route (A/A) loaded at the same time (one autocannon each, started together), ${plan.tokenRoute.rounds} rounds after ${plan.tokenRoute.warmup} of warm-up. Its figure is throughput per second of server CPU (requests a CPU-bound server serves per second), the inverse of the CPU per request ratio: on a shared machine, wall-clock requests per second measure the neighbours as much as the server; they are given beside it.`,
     '',
     '| # | figure | goal | met? | case | measured | from |',

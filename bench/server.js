@@ -2,7 +2,7 @@
 // One bench server, alone in its process so that its CPU time can be read with
 // process.cpuUsage().
 //
-//   node bench/server.js --variant guard|hand-written|baseline [--logger on|off]
+//   node bench/server.js --variant guard|hand-written|floor|baseline [--logger on|off]
 //                        [--redis-url redis://…] [--max-tokens N] [--package-dir DIR]
 //                        [--token-store-url redis://…] [--guard-options JSON]
 //
@@ -11,6 +11,8 @@
 // guard:        the plugin (origin allow-list, tokens in the session); GET /websocket-token.
 // hand-written: what a careful user writes instead of the plugin; GET /hand-token puts a
 //               random token into the session, a preValidation hook on /chat checks it.
+// floor:        the baseline with a preValidation hook on /chat that checks nothing (the
+//               least a hook-based check costs).
 // baseline:     no check; GET /plain-token writes one session value.
 // Sessions are @fastify/session's default in-process MemoryStore, or Redis through
 // connect-redis with --redis-url. The guard keeps its tokens in the session, or in
@@ -89,15 +91,33 @@ const variants = {
   },
 
   async baseline (app) {
-    let n = 0
-    app.get('/plain-token', async (request, reply) => {
-      // as much as the token route does that is not the guard: one session write, same JSON
-      request.session.set(TOKEN_KEY, String(++n).padStart(43, '0'))
-      reply.header('cache-control', 'no-store')
-      return { token: 'x'.repeat(43), expiresAt: Date.now() + 60_000 }
-    })
+    plainTokenRoute(app)
     return { tokenPath: '/plain-token', guard: false }
+  },
+
+  // The least any check in a preValidation hook costs, checking nothing: the baseline's
+  // token route, and on /chat a callback-style hook that reads the Origin and the `?token=`
+  // value of an upgrade and puts a result on the request. What the guard costs above this
+  // is its checks and the socket's life; what this costs above the baseline, every hook-based
+  // check pays.
+  async floor (app) {
+    plainTokenRoute(app)
+    const preValidation = (request, _reply, done) => {
+      if (request.ws === true) request.checked = { origin: request.headers.origin ?? null, token: request.query.token ?? null }
+      done()
+    }
+    return { tokenPath: '/plain-token', guard: false, preValidation }
   }
+}
+
+/** GET /plain-token: as much as the token route does that is not the guard (one session write, the same JSON). */
+function plainTokenRoute (app) {
+  let n = 0
+  app.get('/plain-token', async (request, reply) => {
+    request.session.set(TOKEN_KEY, String(++n).padStart(43, '0'))
+    reply.header('cache-control', 'no-store')
+    return { token: 'x'.repeat(43), expiresAt: Date.now() + 60_000 }
+  })
 }
 
 /** redisTokenStore on a node-redis client of its own, with --token-store-url. */

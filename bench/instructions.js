@@ -1,0 +1,78 @@
+'use strict'
+// Instructions per flow under valgrind's callgrind: what each server executes, counted,
+// not timed, so that a shared, noisy machine changes nothing but how long it takes
+// (`npm run bench -- --instructions`, about 12 minutes; needs valgrind, Debian's package).
+// Each server runs alone under callgrind, with V8 on one thread (`--single-threaded`: the
+// JIT and the GC run on the main thread, at points the work decides rather than the clock)
+// and without the memory reducer (a timer-driven GC). It serves warm-up flows until V8 has
+// stopped compiling, then callgrind's counters are zeroed, `measured` flows are served, and
+// the counters are dumped. Two servers run at a time, each with a load generator of its own.
+const { execFileSync } = require('node:child_process')
+const { mkdtempSync, readdirSync, readFileSync, rmSync } = require('node:fs')
+const { tmpdir } = require('node:os')
+const { join } = require('node:path')
+const { setTimeout: sleep } = require('node:timers/promises')
+
+const SERVERS = ['guard', 'hand-written', 'floor', 'baseline', 'baseline-2']
+
+function hasValgrind () {
+  try {
+    execFileSync('valgrind', ['--version'], { stdio: 'ignore' })
+    execFileSync('callgrind_control', ['-h'], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** The instructions one server executes per flow, counted over `measured` flows. */
+async function countOne (ctx, name, dir, { warmup, measured, concurrency, sessions }) {
+  const variant = name.replace(/-2$/, '')
+  const execArgv = ['--tool=callgrind', `--callgrind-out-file=${join(dir, `${name}.%p`)}`, '-q',
+    process.execPath, '--single-threaded', '--no-memory-reducer']
+  const server = ctx.spawn('server.js', ['--variant', variant, '--logger', 'off', '--name', `instructions-${name}`], execArgv, 'valgrind')
+  const load = ctx.spawn('load.js', [])
+  try {
+    const targets = [await server.call({ cmd: 'address' })]
+    for (let done = 0; done < warmup; done += 500) {
+      await load.call({ cmd: 'flow', targets, count: Math.min(500, warmup - done), concurrency, sessions, first: 0 })
+    }
+    const pid = String(server.child.pid)
+    // what the last flows left (closing handshakes) is done before counting starts
+    await sleep(500)
+    execFileSync('callgrind_control', ['--zero', pid], { stdio: 'ignore' })
+    await load.call({ cmd: 'flow', targets, count: measured, concurrency, sessions, first: 0 })
+    await sleep(500)
+    execFileSync('callgrind_control', ['--dump', pid], { stdio: 'ignore' })
+    const dump = readdirSync(dir).find((f) => f.startsWith(`${name}.${pid}.`))
+    const summary = dump === undefined ? null : /^summary: (\d+)/m.exec(readFileSync(join(dir, dump), 'utf8'))
+    if (summary === null) throw new Error(`callgrind wrote no counts for ${name}`)
+    ctx.log(`instructions: ${name} ${(Number(summary[1]) / measured / 1000).toFixed(1)}k per flow`)
+    return Number(summary[1]) / measured
+  } finally {
+    await load.stop()
+    await server.stop()
+  }
+}
+
+/** Instructions per flow of each server, `{ guard, 'hand-written', floor, baseline, 'baseline-2' }`. */
+async function instructions (ctx) {
+  if (!hasValgrind()) throw new Error('valgrind and callgrind_control are needed (apt-get install valgrind)')
+  const plan = ctx.quick
+    ? { warmup: 500, measured: 100, concurrency: 8, sessions: 16 }
+    : { warmup: ctx.plan.flows.warmupFlows, measured: 1000, concurrency: 8, sessions: 16 }
+  const dir = mkdtempSync(join(tmpdir(), 'wsg-callgrind-'))
+  try {
+    const out = {}
+    for (let i = 0; i < SERVERS.length; i += 2) {
+      const pair = SERVERS.slice(i, i + 2)
+      const counts = await Promise.all(pair.map((name) => countOne(ctx, name, dir, plan)))
+      pair.forEach((name, k) => { out[name] = counts[k] })
+    }
+    return { counts: out, plan }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+module.exports = { instructions }
