@@ -19,6 +19,7 @@ const http = require('node:http')
 const { tmpdir } = require('node:os')
 const { join } = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
+const { median } = require('./common')
 
 const root = join(__dirname, '..')
 const HOST = '127.0.0.1'
@@ -212,12 +213,6 @@ async function round (WebSocket, servers, plan, offset) {
 const us = (v) => `${v.toFixed(1)} µs`
 const times = (v) => `${v.toFixed(3)}×`
 const pct = (v) => `±${(v * 100).toFixed(1)}%`
-
-function median (values) {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
 
 /**
  * CPU per flow of each server, epoch by epoch: each epoch starts four fresh processes (in an

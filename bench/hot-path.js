@@ -6,8 +6,8 @@
 // guard's cost above the baseline is its own code, and how much is what any hook costs.
 //   node bench/hot-path.js   (BENCH_PACKAGE_DIR=dir, or dist/ of this checkout)
 const { join } = require('node:path')
+const { ORIGIN, median } = require('./common')
 
-const ORIGIN = 'http://bench.example'
 const SESSIONS = 16
 
 /** ns per call of `fn(i)` over `n` calls, after as many calls of warm-up. */
@@ -60,7 +60,6 @@ function hotPath (libDir, { calls = 200_000, rounds = 5 } = {}) {
     for (const [name, fn] of Object.entries(steps)) per[name].push(nsPerCall(calls, fn))
   }
   table.close()
-  const median = (v) => [...v].sort((a, b) => a - b)[v.length >> 1]
   const ns = Object.fromEntries(Object.entries(per).map(([name, v]) => [name, median(v)]))
   return { ns, total: Object.values(ns).reduce((a, b) => a + b, 0) }
 }

@@ -13,6 +13,7 @@ const { mkdtempSync, readdirSync, readFileSync, rmSync } = require('node:fs')
 const { tmpdir } = require('node:os')
 const { join } = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
+const { warmUp, warmupFlowsOf } = require('./measure')
 
 const SERVERS = ['guard', 'hand-written', 'floor', 'baseline', 'baseline-2']
 
@@ -54,9 +55,7 @@ async function countOne (ctx, name, dir, { warmup, measured, concurrency, sessio
   const load = ctx.spawn('load.js', [])
   try {
     const targets = [await server.call({ cmd: 'address' })]
-    for (let done = 0; done < warmup; done += 500) {
-      await load.call({ cmd: 'flow', targets, count: Math.min(500, warmup - done), concurrency, sessions, first: 0 })
-    }
+    await warmUp(load, targets, warmup, { concurrency, sessions })
     const pid = String(server.child.pid)
     // what the last flows left (closing handshakes) is done before counting starts
     await sleep(500)
@@ -86,7 +85,7 @@ async function instructions (ctx) {
   // once (and so how it batches reads and writes) depends on its speed against the client's
   const plan = ctx.quick
     ? { warmup: 500, measured: 100, concurrency: 1, sessions: 16, logger }
-    : { warmup: ctx.plan.flows.warmupFlows, measured: 1000, concurrency: 1, sessions: 16, logger }
+    : { warmup: warmupFlowsOf(ctx.plan.flows), measured: 1000, concurrency: 1, sessions: 16, logger }
   const dir = mkdtempSync(join(tmpdir(), 'wsg-callgrind-'))
   try {
     const out = {}

@@ -48,6 +48,19 @@ async function startServers (ctx, label, setup, servers) {
 /** Warm-up flows are sent in chunks of this many per server. */
 const WARMUP_CHUNK = 500
 
+/** The plan's warm-up flows per server; BENCH_WARMUP_FLOWS=N overrides it (0: none). */
+function warmupFlowsOf (plan) {
+  return Number(process.env.BENCH_WARMUP_FLOWS ?? plan.warmupFlows ?? 0)
+}
+
+/** `total` warm-up flows on each of `targets`, in chunks; the first target changes every chunk. */
+async function warmUp (load, targets, total, { concurrency, sessions }) {
+  for (let done = 0; done < total; done += WARMUP_CHUNK) {
+    const count = Math.min(WARMUP_CHUNK, total - done)
+    await load.call({ cmd: 'flow', targets, count, concurrency, sessions, first: (done / WARMUP_CHUNK) % targets.length })
+  }
+}
+
 const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
 
 /**
@@ -60,17 +73,13 @@ const cpuOf = (procs) => Promise.all(procs.map((p) => p.call({ cmd: 'cpu' })))
  */
 async function flows (ctx, label, setup, servers, plan = ctx.plan.flows) {
   const { warmup, rounds, minRounds, seconds, count, concurrency, sessions } = plan
-  // BENCH_WARMUP_FLOWS=N overrides the plan's (0: the warm-up rounds only)
-  const warmupFlows = Number(process.env.BENCH_WARMUP_FLOWS ?? plan.warmupFlows ?? 0)
+  const warmupFlows = warmupFlowsOf(plan)
   const { names, procs, targets, stop, profile } = await startServers(ctx, label, setup, servers)
   const load = ctx.spawn('load.js', [])
   try {
     const cpu = Object.fromEntries(names.map((n) => [n, []]))
     const gc = Object.fromEntries(names.map((n) => [n, []]))
-    for (let done = 0; done < warmupFlows; done += WARMUP_CHUNK) {
-      const chunk = Math.min(WARMUP_CHUNK, warmupFlows - done)
-      await load.call({ cmd: 'flow', targets, count: chunk, concurrency, sessions, first: (done / WARMUP_CHUNK) % names.length })
-    }
+    await warmUp(load, targets, warmupFlows, { concurrency, sessions })
     await profile()
     const started = Date.now()
     for (let r = 0; r < warmup + rounds; r++) {
@@ -158,4 +167,4 @@ function noise (a, b) {
   return { median: mid, q1, q3, floor: Math.max(Math.abs(mid - 1), (q3 - q1) / 2) }
 }
 
-module.exports = { flows, tokenRoute, memory, ratio, noise, median }
+module.exports = { flows, tokenRoute, memory, ratio, noise, median, warmUp, warmupFlowsOf }

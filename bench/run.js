@@ -67,7 +67,7 @@ function packageDir () {
 }
 
 /** What every figure's `run` gets: the plan, measurements shared by key, child processes. */
-function context ({ quick, profile }) {
+function context ({ quick, profile, instructions }) {
   const env = { ...process.env, BENCH_PACKAGE_DIR: packageDir() }
   process.env.BENCH_PACKAGE_DIR = env.BENCH_PACKAGE_DIR
   const profileDir = join(__dirname, 'profiles')
@@ -83,7 +83,7 @@ function context ({ quick, profile }) {
     /** --profile: bench/measure.js profiles each server from the end of its warm-up */
     profiling: profile,
     /** --instructions: the figure of instructions per flow runs (valgrind, about 12 minutes) */
-    counting: args.instructions,
+    counting: instructions,
     log: (line) => process.stdout.write(`    ${line}\n`),
     /** `measure()` once per run, however many figures ask for `key`. */
     once (key, measure) {
@@ -195,7 +195,7 @@ async function main () {
   }
   const started = Date.now()
   const load = { before: os.loadavg()[0].toFixed(2) }
-  const ctx = context({ quick: args.quick, profile: args.profile })
+  const ctx = context({ quick: args.quick, profile: args.profile, instructions: args.instructions })
   const results = []
   try {
     for (const figure of chosen) {
